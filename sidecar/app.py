@@ -1,0 +1,257 @@
+"""The ASGI app: ``create_app(settings, transport=...)``. Handlers are thin; the work is in ``stream``/``providers``.
+
+The lifespan owns the one shared ``httpx.AsyncClient`` (TCP_NODELAY, pooled keep-alive); tests inject a transport.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from ulid import ULID
+
+from . import __version__
+from .auth import BearerAuth, Caller
+from .config import Settings
+from .credentials import CredentialStore
+from .errors import BadRequest, PayloadTooLarge, SidecarError, Unauthorized, classify_status
+from .providers import ADAPTERS
+from .providers.base import UpstreamCall
+from .registry import ModelRegistry
+from .request import parse_request
+from .stream import EventTimeouts, Generation, Outcome
+
+log = logging.getLogger("sidecar")
+
+CORS_HEADERS = {
+    "access-control-allow-origin": "*",
+    "access-control-allow-methods": "GET, POST, OPTIONS",
+    "access-control-allow-headers": "authorization, content-type, accept, x-omp-install-id, x-omp-hostname, "
+    "x-omp-app, anthropic-beta, anthropic-version, openai-organization, openai-project, openai-beta",
+    "access-control-expose-headers": "x-generation-id, x-request-id, request-id",
+    "access-control-max-age": "86400",
+}
+# Request headers the reference gateway forwards upstream (protocol §12); x-omp-* are attribution only.
+PASSTHROUGH_HEADERS = (
+    "anthropic-beta",
+    "anthropic-version",
+    "openai-organization",
+    "openai-project",
+    "openai-beta",
+    "chatgpt-account-id",
+    "originator",
+    "session_id",
+    "conversation_id",
+    "x-prompt-cache-key",
+    "x-session-id",
+    "x-conversation-id",
+)
+# Never let a caller's options.headers replace the injected credential or break the framing.
+_FORBIDDEN_OVERRIDES = frozenset(
+    {"authorization", "x-api-key", "api-key", "x-goog-api-key", "host", "content-length", "transfer-encoding",
+     "connection", "cookie"}
+)
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no", **CORS_HEADERS}
+_JSON_HEADERS = {"cache-control": "no-store", **CORS_HEADERS}
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body), status, headers={**_JSON_HEADERS, **(headers or {})},
+        media_type="application/json; charset=utf-8",
+    )
+
+
+def error_response(exc: SidecarError) -> Response:
+    if isinstance(exc, Unauthorized):
+        return json_response({"error": "unauthorized"}, 401)  # a string, as the reference gateway sends it
+    return json_response({"error": {"type": exc.type, "message": exc.message}}, exc.status)
+
+
+def log_outcome(generation_id: str, caller: Caller, outcome: Outcome) -> None:
+    usage = outcome.message["usage"]
+    log.info(
+        "generation %s caller=%s model=%s/%s reason=%s in=%d out=%d cacheRead=%d cacheWrite=%d cost=%.6f "
+        "ttft_ms=%s duration_ms=%.1f%s",
+        generation_id, caller.identity, outcome.message["provider"], outcome.message["model"], outcome.reason,
+        usage["input"], usage["output"], usage["cacheRead"], usage["cacheWrite"], usage["cost"]["total"],
+        f"{outcome.ttft_ms:.1f}" if outcome.ttft_ms is not None else "-", outcome.duration_ms,
+        f" error={outcome.error_type}/{outcome.error_status}" if outcome.error_type else "",
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    on_finish: Callable[[str, Caller, Outcome], None] = log_outcome,
+) -> FastAPI:
+    credentials = CredentialStore(settings)
+    credentials.check_locations()
+    registry = ModelRegistry(settings, credentials)
+    # Resolve every provider once now: probing for a keyring backend can take tens of milliseconds, which must not
+    # land on the first request.
+    servable_at_start = sum(1 for _ in registry.servable())
+    log.debug("%d models servable at startup", servable_at_start)
+    auth = BearerAuth.from_settings(settings)
+    state: dict[str, httpx.AsyncClient] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        upstream_transport = transport or httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30.0),
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            proxy=settings.upstream_proxy,
+        )
+        async with httpx.AsyncClient(transport=upstream_transport, trust_env=False, follow_redirects=False) as client:
+            state["client"] = client
+            yield
+        state.clear()
+
+    app = FastAPI(title="pi-sidecar", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+
+    @app.exception_handler(SidecarError)
+    async def _sidecar_error(request: Request, exc: SidecarError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return json_response({"error": f"No route: {request.method} {request.url.path}"}, 404)
+        if exc.status_code == 405:
+            return json_response({"error": f"Method not allowed: {request.method} {request.url.path}"}, 405)
+        return json_response({"error": str(exc.detail)}, exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(BadRequest("Invalid request"))
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> Response:
+        log.error("internal error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        return json_response({"error": "internal error"}, 500)
+
+    def authenticate(request: Request) -> Caller:
+        return auth.authenticate(request.headers.get("authorization"))
+
+    @app.options("/{path:path}")
+    async def preflight(path: str) -> Response:
+        return Response(status_code=204, headers=CORS_HEADERS)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return json_response({"ok": True, "version": __version__})
+
+    @app.get("/v1/models")
+    async def list_models(request: Request) -> Response:
+        authenticate(request)
+        data = []
+        for spec in registry.servable():
+            row: dict[str, Any] = {
+                "id": spec.full_id,
+                "object": "model",
+                "owned_by": spec.provider,
+                "api": spec.api,
+                "display_name": spec.name,
+                "input_modalities": list(spec.input),
+            }
+            if spec.context_window:
+                row["context_length"] = spec.context_window
+            if spec.max_tokens:
+                row["max_output_tokens"] = spec.max_tokens
+            data.append(row)
+        return json_response({"object": "list", "data": data})
+
+    @app.post("/v1/pi/stream")
+    async def pi_stream(request: Request) -> Response:
+        caller = authenticate(request)
+        body = await read_body(request, settings.max_body_bytes)
+        pi = parse_request(body)
+        resolved = registry.resolve(pi.model_id)
+        stream_fn = ADAPTERS.get(resolved.model.api)
+        if stream_fn is None:
+            raise BadRequest(
+                f"Model {resolved.model.full_id} uses wire API {resolved.model.api!r}, which this sidecar does not "
+                f"implement (supported: {', '.join(sorted(ADAPTERS))})"
+            )
+        generation_id = f"gen_{ULID()}"
+        call = UpstreamCall(
+            model=resolved.model,
+            context=pi.context,
+            options=pi.options,
+            api_key=resolved.credential.value if resolved.credential else None,
+            session_id=pi.session_id,
+            headers=upstream_headers(request, pi.options),
+            max_retries=settings.max_retries,
+        )
+        generation = Generation(
+            call=call,
+            stream_fn=stream_fn,
+            client=state["client"],
+            timeouts=EventTimeouts.from_options(pi.options),
+            on_finish=lambda outcome: on_finish(generation_id, caller, outcome),
+        )
+        ids = {"x-generation-id": generation_id, "x-request-id": generation_id, "request-id": generation_id}
+        if not pi.stream:
+            message = await generation.run()
+            if message["stopReason"] == "aborted":
+                return json_response({"error": {"type": "request_aborted", "message": "client closed request"}}, 499,
+                                     ids)
+            if message["stopReason"] == "error":
+                status = message.get("errorStatus") or 502
+                err = SidecarError(message.get("errorMessage", "upstream error"))
+                err.status, err.type = status, classify_status(status)
+                return json_response({"error": {"type": err.type, "message": err.message}}, status, ids)
+            return json_response({"message": message}, 200, ids)
+        return EventSourceResponse(
+            generation.frames(),
+            headers={**_SSE_HEADERS, **ids},
+            media_type="text/event-stream; charset=utf-8",
+            ping=settings.heartbeat_seconds,
+            ping_message_factory=lambda: ServerSentEvent(comment="ping"),
+        )
+
+    @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    async def no_route(request: Request, path: str) -> Response:
+        return json_response({"error": f"No route: {request.method} {request.url.path}"}, 404)
+
+    return app
+
+
+def upstream_headers(request: Request, options: dict[str, Any]) -> dict[str, str]:
+    headers = {name: request.headers[name] for name in PASSTHROUGH_HEADERS if name in request.headers}
+    for name in request.headers:
+        if name.startswith("x-stainless-"):
+            headers[name] = request.headers[name]
+    for name, value in (options.get("headers") or {}).items():
+        if name.lower() not in _FORBIDDEN_OVERRIDES:
+            headers[name.lower()] = value
+    return headers
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    too_large = PayloadTooLarge(
+        f"Request body is larger than the {limit}-byte limit; raise [server] max_body_bytes in the config if needed"
+    )
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)

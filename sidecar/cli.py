@@ -1,0 +1,176 @@
+"""``sidecar`` command line: serve, token, credentials, models."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .auth import read_or_create_token
+from .config import Settings, load_settings
+from .credentials import CredentialStore, keyring_delete, keyring_set
+from .errors import ConfigError, SidecarError, redact
+from .registry import ModelRegistry
+
+
+class RedactingFilter(logging.Filter):
+    """Defence in depth: whatever a library logs, key-shaped strings and the loaded keys are masked."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self._secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message, self._secrets)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def _configure_logging(settings: Settings, secrets: list[str]) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter(secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+    # httpx logs every request URL at INFO; keep it for debugging only.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _known_secrets(settings: Settings, store: CredentialStore) -> list[str]:
+    found = [c.value for p in settings.catalog.providers.values() if (c := store.resolve(p)) is not None]
+    if settings.token:
+        found.append(settings.token)
+    return found
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    settings = load_settings(args.config, host=args.host, port=args.port)
+    store = CredentialStore(settings)
+    _configure_logging(settings, _known_secrets(settings, store))
+    app = create_app(settings)
+    servable = sum(1 for _ in ModelRegistry(settings, store).servable())
+    token_hint = "SIDECAR_TOKEN" if settings.token else str(settings.token_path)
+    logging.getLogger("sidecar").info(
+        "pi-sidecar %s on http://%s:%d — %d models servable; workload bearer from %s",
+        __version__, settings.host, settings.port, servable, token_hint,
+    )
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=args.access_log,
+        # Long keep-alive: closing a kept-alive socket under Bun's fetch gave ECONNRESET (protocol §14.4).
+        timeout_keep_alive=75,
+        server_header=False,
+    )
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    if settings.token and not args.regenerate:
+        print(settings.token)
+        return 0
+    print(read_or_create_token(settings.token_path, regenerate=args.regenerate))
+    return 0
+
+
+def cmd_credentials(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    store = CredentialStore(settings)
+    if args.action == "list":
+        for provider in settings.catalog.providers.values():
+            credential = store.resolve(provider)
+            if credential is not None:
+                where = credential.source
+            else:
+                where = "not needed" if not provider.needs_credential else "missing"
+            print(f"{provider.id:<12} {where}")
+        return 0
+    if not args.provider:
+        print(f"sidecar credentials {args.action}: name a provider", file=sys.stderr)
+        return 2
+    if args.provider not in settings.catalog.providers:
+        known = ", ".join(sorted(settings.catalog.providers))
+        print(f"unknown provider {args.provider!r}; known: {known}", file=sys.stderr)
+        return 2
+    try:
+        if args.action == "set":
+            value = getpass.getpass(f"{args.provider} API key: ") if sys.stdin.isatty() else sys.stdin.readline()
+            value = value.strip()
+            if not value:
+                print("no key given; nothing stored", file=sys.stderr)
+                return 2
+            keyring_set(settings.keyring_service, args.provider, value)
+            print(f"stored the {args.provider} key in the OS keyring (service {settings.keyring_service})")
+        else:
+            keyring_delete(settings.keyring_service, args.provider)
+            print(f"removed the {args.provider} key from the OS keyring")
+    except Exception as exc:
+        print(
+            f"keyring error ({type(exc).__name__}). With no OS keyring here, use a secrets directory, an env var or "
+            "a file: credential location instead.",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    registry = ModelRegistry(settings, CredentialStore(settings))
+    for spec in registry.servable():
+        price = (
+            f"${spec.pricing.input:g}/${spec.pricing.output:g} per 1M in/out" if spec.pricing else "unpriced"
+        )
+        print(f"{spec.full_id:<40} {spec.api:<20} {price}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sidecar", description="Credential-holding auth gateway for LLM agents")
+    parser.add_argument("--version", action="version", version=f"pi-sidecar {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", type=Path, help="TOML config file (default: $SIDECAR_CONFIG)")
+        return p
+
+    serve = with_config(sub.add_parser("serve", help="run the gateway"))
+    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 4000)")
+    serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    serve.set_defaults(func=cmd_serve)
+
+    token = with_config(sub.add_parser("token", help="print the workload bearer (created on first use)"))
+    token.add_argument("--regenerate", action="store_true", help="replace the token file with a new token")
+    token.set_defaults(func=cmd_token)
+
+    creds = with_config(sub.add_parser("credentials", help="manage provider keys in the OS keyring"))
+    creds.add_argument("action", choices=["set", "list", "remove"])
+    creds.add_argument("provider", nargs="?")
+    creds.set_defaults(func=cmd_credentials)
+
+    models = with_config(sub.add_parser("models", help="list the models servable now"))
+    models.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, SidecarError) as exc:
+        print(f"sidecar: {exc.message}", file=sys.stderr)
+        return 2

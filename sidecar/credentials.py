@@ -1,0 +1,174 @@
+"""Where provider keys come from, in order of precedence:
+
+1. the config file's location for the provider (``env:NAME``, ``file:PATH``, ``keyring:SERVICE``);
+2. the secrets directory: one file per provider named after it, as a mounted Kubernetes Secret gives them. Files are
+   re-read when they change (mtime, size or inode: the kubelet swaps a ``..data`` symlink), so a rotated Secret
+   needs no restart;
+3. the provider's standard environment variables (``OPENAI_API_KEY``, ``GEMINI_API_KEY`` then ``GOOGLE_API_KEY`` …);
+4. the OS keyring (service ``pi-sidecar``, user = provider id), when a backend exists.
+
+Values are held in ``Credential`` objects whose ``repr`` hides them; they are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import Settings
+from .errors import ConfigError, MissingCredential
+from .models import ProviderSpec
+
+log = logging.getLogger("sidecar.credentials")
+
+_KEYRING_CACHE_SECONDS = 60.0  # keyring backends are D-Bus round trips; never pay one per request
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    value: str = field(repr=False)
+    source: str
+    """Where it came from, e.g. ``env:OPENAI_API_KEY`` or ``secrets-dir``: safe to show and to record."""
+
+    def __repr__(self) -> str:
+        return f"Credential(source={self.source!r}, value=***)"
+
+
+@dataclass(slots=True)
+class _FileEntry:
+    stamp: tuple[int, int, int]
+    value: str | None
+
+
+class KeyringUnavailable(ConfigError):
+    pass
+
+
+class CredentialStore:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._files: dict[Path, _FileEntry] = {}
+        self._keyring: dict[tuple[str, str], tuple[float, str | None]] = {}
+        self._keyring_broken: str | None = None
+
+    # ----- lookups ----------------------------------------------------------------------------------------------
+
+    def resolve(self, provider: ProviderSpec) -> Credential | None:
+        """The provider's key, or ``None``. Cheap enough to call per request (a ``stat`` at most)."""
+        location = self._settings.credential_locations.get(provider.id)
+        if location is not None:
+            return self._from_location(provider.id, location)
+        if self._settings.secrets_dir is not None:
+            value = self._read_file(self._settings.secrets_dir / provider.id)
+            if value:
+                return Credential(value, "secrets-dir")
+        for name in provider.env_keys:
+            value = self._settings.environ.get(name, "").strip()
+            if value:
+                return Credential(value, f"env:{name}")
+        value = self._keyring_get(self._settings.keyring_service, provider.id, explicit=False)
+        if value:
+            return Credential(value, "keyring")
+        return None
+
+    def require(self, provider: ProviderSpec) -> Credential | None:
+        """Like ``resolve``, but a provider that needs a key and has none is a ``MissingCredential`` error."""
+        credential = self.resolve(provider)
+        if credential is None and provider.needs_credential:
+            raise MissingCredential(missing_credential_message(provider))
+        return credential
+
+    def check_locations(self) -> None:
+        """Fail at startup, with the provider named, if a configured ``keyring:`` location cannot work."""
+        for pid, location in self._settings.credential_locations.items():
+            if location.startswith("keyring:"):
+                self._keyring_get(location.removeprefix("keyring:") or self._settings.keyring_service, pid, True)
+
+    def _from_location(self, provider: str, location: str) -> Credential | None:
+        scheme, _, rest = location.partition(":")
+        if scheme == "env":
+            value = self._settings.environ.get(rest, "").strip()
+        elif scheme == "file":
+            value = self._read_file(Path(rest).expanduser()) or ""
+        else:
+            value = self._keyring_get(rest or self._settings.keyring_service, provider, explicit=True) or ""
+        return Credential(value, f"config:{scheme}") if value else None
+
+    def _read_file(self, path: Path) -> str | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            self._files.pop(path, None)
+            return None
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        entry = self._files.get(path)
+        if entry is None or entry.stamp != stamp:
+            try:
+                value = path.read_text(encoding="utf-8").strip() or None
+            except (OSError, UnicodeDecodeError) as exc:
+                log.warning("cannot read credential file %s: %s", path, type(exc).__name__)
+                value = None
+            entry = _FileEntry(stamp, value)
+            self._files[path] = entry
+        return entry.value
+
+    # ----- keyring ----------------------------------------------------------------------------------------------
+
+    def _keyring_get(self, service: str, provider: str, explicit: bool) -> str | None:
+        if self._keyring_broken is not None:
+            if explicit:
+                raise KeyringUnavailable(keyring_unavailable_message(provider, self._keyring_broken))
+            return None
+        now = time.monotonic()
+        cached = self._keyring.get((service, provider))
+        if cached is not None and now - cached[0] < _KEYRING_CACHE_SECONDS:
+            return cached[1]
+        try:
+            import keyring
+            from keyring.errors import KeyringError
+
+            try:
+                value = keyring.get_password(service, provider)
+            except KeyringError as exc:
+                raise RuntimeError(str(exc)) from None
+        except Exception as exc:  # no backend, broken D-Bus, import error: all mean "no keyring here"
+            self._keyring_broken = type(exc).__name__
+            log.info("no usable OS keyring (%s); keyring credentials are disabled", type(exc).__name__)
+            if explicit:
+                raise KeyringUnavailable(keyring_unavailable_message(provider, self._keyring_broken)) from None
+            return None
+        self._keyring[(service, provider)] = (now, value)
+        return value
+
+
+def keyring_unavailable_message(provider: str, reason: str) -> str:
+    return (
+        f"provider {provider}: a keyring: credential is configured but no OS keyring backend is usable here "
+        f"({reason}). Install a backend (e.g. `pip install keyrings.alt`) or use env:NAME / file:PATH instead."
+    )
+
+
+def missing_credential_message(provider: ProviderSpec) -> str:
+    env_hint = " or ".join(provider.env_keys) if provider.env_keys else None
+    ways = [f"set {env_hint}"] if env_hint else []
+    ways += [
+        f"put the key in a file named `{provider.id}` in the secrets directory",
+        f"run `sidecar credentials set {provider.id}`",
+        f'or set credential = "env:NAME" under [providers.{provider.id}] in the config file',
+    ]
+    return f"No credential available for provider {provider.id}. To add one: " + ", ".join(ways) + "."
+
+
+def keyring_set(service: str, provider: str, value: str) -> None:
+    import keyring
+
+    keyring.set_password(service, provider, value)
+
+
+def keyring_delete(service: str, provider: str) -> None:
+    import keyring
+
+    keyring.delete_password(service, provider)

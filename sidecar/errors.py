@@ -1,0 +1,154 @@
+"""The sidecar's one exception tree. Each class knows the HTTP status and envelope ``type`` it maps to.
+
+    SidecarError                      status / type before the stream starts
+    ├── BadRequest                    400 invalid_request_error
+    │   └── PayloadTooLarge           413 invalid_request_error
+    ├── Unauthorized                  401 (body is the string ``{"error":"unauthorized"}``, as the reference server)
+    ├── UnknownModel                  404 invalid_request_error
+    ├── MissingCredential             401 authentication_error
+    ├── ConfigError                   500 internal_error (bad config file / credential location; raised at startup)
+    └── UpstreamError                 failures talking to the provider; once the stream has started they become
+        │                             in-band ``error`` events carrying ``status`` as ``errorStatus``
+        ├── UpstreamStatusError       the provider answered non-2xx (status = the provider's)
+        ├── UpstreamStreamError       the provider reported an error inside a 200 stream
+        ├── UpstreamProtocolError     the provider sent something we cannot parse (502)
+        ├── UpstreamConnectError      connecting or sending failed (502)
+        └── UpstreamTimeout           first-event or idle timeout on the upstream read (504)
+
+Messages never contain credentials: the only text taken from a provider is its error body, which is passed through
+``redact`` before it is stored in an exception.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import httpx
+
+# Provider keys that could appear in an upstream error body (OpenAI echoes a masked key; some OpenAI-compatible
+# servers echo it whole). Anything shaped like one is replaced before it reaches a log, an error or the ledger.
+_KEY_SHAPES = re.compile(
+    r"(sk-[A-Za-z0-9_\-*]{8,}|sk-ant-[A-Za-z0-9_\-*]{8,}|AIza[0-9A-Za-z_\-]{20,}|xai-[A-Za-z0-9]{16,}|"
+    r"gsk_[A-Za-z0-9]{16,}|vcst_[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9._\-~+/=]{8,})"
+)
+_MAX_BODY_EXCERPT = 2000
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Remove key-shaped substrings and any of the given secret values from ``text``."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[REDACTED]")
+    return _KEY_SHAPES.sub("[REDACTED]", text)
+
+
+class SidecarError(Exception):
+    """Base class: an error the sidecar reports to its caller."""
+
+    status: int = 500
+    type: str = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(SidecarError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class PayloadTooLarge(BadRequest):
+    status = 413
+
+
+class Unauthorized(SidecarError):
+    status = 401
+    type = "unauthorized"
+
+
+class UnknownModel(SidecarError):
+    status = 404
+    type = "invalid_request_error"
+
+    def __init__(self, model_id: str) -> None:
+        super().__init__(f"Unknown model: {model_id}. GET /v1/models lists the models this sidecar can serve.")
+        self.model_id = model_id
+
+
+class MissingCredential(SidecarError):
+    status = 401
+    type = "authentication_error"
+
+
+class ConfigError(SidecarError):
+    status = 500
+    type = "internal_error"
+
+
+class UpstreamError(SidecarError):
+    """The provider call failed. ``status`` is reported as ``errorStatus`` on the in-band error event."""
+
+    status = 502
+    type = "upstream_error"
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+        self.type = classify_status(self.status)
+
+
+class UpstreamStatusError(UpstreamError):
+    """Non-2xx from the provider. ``retry_after`` is seconds, when the provider said."""
+
+    def __init__(self, status: int, body: str, retry_after: float | None = None) -> None:
+        excerpt = redact(body.strip())[:_MAX_BODY_EXCERPT]
+        super().__init__(f"{status} {excerpt}" if excerpt else f"{status} (empty body)", status)
+        self.retry_after = retry_after
+
+
+class UpstreamStreamError(UpstreamError):
+    """An error event inside a 200 stream (Anthropic ``event: error``, OpenAI ``data: {"error":…}``)."""
+
+
+class UpstreamProtocolError(UpstreamError):
+    pass
+
+
+class UpstreamConnectError(UpstreamError):
+    pass
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+
+
+def classify_status(status: int) -> str:
+    """The envelope ``type`` for a status, bucketed as the reference gateway does (§8)."""
+    if status in (401, 403):
+        return "authentication_error"
+    if status == 429:
+        return "rate_limit_error"
+    if status == 499:
+        return "request_aborted"
+    if 400 <= status < 500:
+        return "invalid_request_error"
+    return "upstream_error"
+
+
+@contextmanager
+def map_transport_errors(provider: str) -> Iterator[None]:
+    """Translate httpx's exceptions into the tree above; the one place the transport's errors are caught."""
+    # Map to the most specific error we can; the provider name helps the operator, the URL is left out on purpose
+    # (Gemini-style APIs put the key in the query string).
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeout(f"{provider}: upstream timed out ({type(exc).__name__})") from None
+    except (httpx.ConnectError, httpx.WriteError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        raise UpstreamConnectError(f"{provider}: upstream connection failed ({type(exc).__name__})") from None
+    except httpx.TransportError as exc:
+        raise UpstreamConnectError(f"{provider}: upstream transport error ({type(exc).__name__})") from None

@@ -1,0 +1,201 @@
+"""What can be served: providers, models, prices and vendor quirks, loaded from data (``catalog.toml`` + config).
+
+A ``ModelSpec`` is everything an adapter needs to know about the upstream besides the credential: wire API, base URL,
+pricing and ``compat`` flags (vendor quirks as data, never ``if provider == ...`` in an adapter).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from types import MappingProxyType
+from typing import Any
+
+from .errors import ConfigError
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Pricing:
+    """USD per 1M tokens."""
+
+    input: float
+    output: float
+    cache_read: float = 0.0
+    cache_write: float = 0.0
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> Pricing:
+        if isinstance(raw, list | tuple) and 2 <= len(raw) <= 4 and all(isinstance(x, int | float) for x in raw):
+            return cls(*(float(x) for x in raw))
+        if isinstance(raw, Mapping):
+            try:
+                return cls(
+                    input=float(raw["input"]),
+                    output=float(raw["output"]),
+                    cache_read=float(raw.get("cacheRead", raw.get("cache_read", 0.0))),
+                    cache_write=float(raw.get("cacheWrite", raw.get("cache_write", 0.0))),
+                )
+            except (KeyError, TypeError, ValueError):
+                pass
+        raise ConfigError(
+            f"{where}: cost must be [input, output, cacheRead, cacheWrite] or "
+            "{input=…, output=…, cacheRead=…, cacheWrite=…} in USD per 1M tokens"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    """A provider as the catalog and config describe it."""
+
+    id: str
+    api: str
+    base_url: str
+    env_keys: tuple[str, ...] = ()
+    """Standard env vars holding its key, in order (e.g. ``GEMINI_API_KEY`` then ``GOOGLE_API_KEY``)."""
+    base_url_env: str | None = None
+    needs_credential: bool = True
+    compat: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    default_model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    provider: str
+    id: str
+    api: str
+    base_url: str
+    name: str = ""
+    pricing: Pricing | None = None
+    """``None``: not in the catalog; served at cost 0 with a warning."""
+    context_window: int | None = None
+    max_tokens: int | None = None
+    reasoning: bool = False
+    input: tuple[str, ...] = ("text",)
+    compat: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+
+    @property
+    def full_id(self) -> str:
+        return f"{self.provider}/{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogModel:
+    """A catalog row before its provider's base URL and compat flags are merged in."""
+
+    provider: str
+    id: str
+    name: str
+    pricing: Pricing | None
+    context_window: int | None
+    max_tokens: int | None
+    reasoning: bool
+    input: tuple[str, ...]
+    compat: Mapping[str, Any]
+    api: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    providers: Mapping[str, ProviderSpec]
+    models: Mapping[str, CatalogModel]
+    """Keyed by ``provider/id``, in catalog order."""
+
+
+def load_builtin_catalog() -> dict[str, Any]:
+    """The raw TOML of the catalog shipped with the package."""
+    text = resources.files("sidecar").joinpath("catalog.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def build_catalog(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Catalog:
+    """Merge the built-in catalog with the ``[providers]``/``[models]`` tables of a config file."""
+    providers_raw: dict[str, dict[str, Any]] = {k: dict(v) for k, v in raw.get("providers", {}).items()}
+    models_raw: dict[str, dict[str, Any]] = {k: dict(v) for k, v in raw.get("models", {}).items()}
+    if overrides:
+        for pid, table in overrides.get("providers", {}).items():
+            if not isinstance(table, Mapping):
+                raise ConfigError(f"[providers.{pid}] must be a table")
+            merged = providers_raw.setdefault(pid, {})
+            for key, value in table.items():
+                if key == "compat" and isinstance(value, Mapping):
+                    merged["compat"] = {**merged.get("compat", {}), **value}
+                else:
+                    merged[key] = value
+        for mid, table in overrides.get("models", {}).items():
+            if not isinstance(table, Mapping):
+                raise ConfigError(f'[models."{mid}"] must be a table')
+            models_raw[mid] = {**models_raw.get(mid, {}), **table}
+
+    providers: dict[str, ProviderSpec] = {}
+    for pid, p in providers_raw.items():
+        api, base_url = p.get("api"), p.get("base_url")
+        if not isinstance(api, str) or not isinstance(base_url, str):
+            raise ConfigError(f"[providers.{pid}] needs string `api` and `base_url`")
+        env_keys = p.get("env_keys", [])
+        providers[pid] = ProviderSpec(
+            id=pid,
+            api=api,
+            base_url=base_url.rstrip("/"),
+            env_keys=tuple(env_keys),
+            base_url_env=p.get("base_url_env"),
+            needs_credential=bool(p.get("needs_credential", True)),
+            compat=MappingProxyType(dict(p.get("compat", {}))),
+            headers=MappingProxyType({str(k): str(v) for k, v in p.get("headers", {}).items()}),
+            default_model=p.get("default_model"),
+        )
+
+    models: dict[str, CatalogModel] = {}
+    for full_id, m in models_raw.items():
+        provider, sep, model_id = full_id.partition("/")
+        if not sep or not model_id:
+            raise ConfigError(f'[models."{full_id}"]: model keys are "provider/model-id"')
+        if provider not in providers:
+            raise ConfigError(f'[models."{full_id}"]: unknown provider {provider!r}; add a [providers.{provider}] table')
+        pricing = Pricing.parse(m["cost"], f'[models."{full_id}"]') if "cost" in m else None
+        models[full_id] = CatalogModel(
+            provider=provider,
+            id=model_id,
+            name=str(m.get("name", model_id)),
+            pricing=pricing,
+            context_window=m.get("context_window"),
+            max_tokens=m.get("max_tokens"),
+            reasoning=bool(m.get("reasoning", False)),
+            input=tuple(m.get("input", ["text"])),
+            compat=MappingProxyType(dict(m.get("compat", {}))),
+            api=m.get("api"),
+        )
+    return Catalog(providers=MappingProxyType(providers), models=MappingProxyType(models))
+
+
+def model_spec(provider: ProviderSpec, model_id: str, row: CatalogModel | None, base_url: str) -> ModelSpec:
+    """The servable spec for ``provider/model_id``; ``row`` is its catalog entry if it has one."""
+    if row is None:
+        return ModelSpec(
+            provider=provider.id,
+            id=model_id,
+            api=provider.api,
+            base_url=base_url,
+            name=model_id,
+            compat=provider.compat,
+            headers=provider.headers,
+        )
+    return ModelSpec(
+        provider=provider.id,
+        id=model_id,
+        api=row.api or provider.api,
+        base_url=base_url,
+        name=row.name,
+        pricing=row.pricing,
+        context_window=row.context_window,
+        max_tokens=row.max_tokens,
+        reasoning=row.reasoning,
+        input=row.input,
+        compat=MappingProxyType({**provider.compat, **row.compat}) if row.compat else provider.compat,
+        headers=provider.headers,
+    )

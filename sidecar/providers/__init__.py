@@ -1,0 +1,21 @@
+"""The adapter table: one module per upstream wire API, all with the signature ``stream(call, client)``.
+
+Adding a provider that speaks an existing wire API needs only catalog data (``catalog.toml`` or the config file);
+adding a wire API means one module here and one row in ``ADAPTERS``.
+"""
+
+from __future__ import annotations
+
+from .base import StreamFn
+
+from . import anthropic_messages, echo, openai_completions  # noqa: E402  (after the base seam on purpose)
+
+ADAPTERS: dict[str, StreamFn] = {
+    "anthropic-messages": anthropic_messages.stream,
+    "openai-completions": openai_completions.stream,
+    "echo": echo.stream,
+}
+
+
+def get_adapter(api: str) -> StreamFn | None:
+    return ADAPTERS.get(api)

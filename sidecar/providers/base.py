@@ -1,0 +1,212 @@
+"""The seam between the stream contract and the upstream wire APIs.
+
+An adapter is one module per upstream wire API exposing ``async def stream(call, client) -> AsyncIterator[Delta]``.
+It translates the pi ``Context`` into the provider's request, opens the upstream stream with ``open_stream`` and
+yields small ``Delta`` records. It never builds pi events: ``sidecar.stream.MessageAssembler`` owns the partial
+message, the content indices and the start/end/terminal events, so the stream contract lives in one place.
+
+Failures are *raised* (``sidecar.errors.UpstreamError`` subclasses); the stream guard turns them into the in-band
+``error`` event, keeping whatever content and usage already arrived.
+
+Block keys: an adapter names each content block with a ``key`` of its choosing (Anthropic's ``index``, OpenAI's
+``("tool", index)`` …). The assembler opens a block on the first delta for a new key and closes it on ``BlockEnd``
+or at the end of the stream. A new key of the *same kind* does not close the previous block, so interleaved
+parallel tool calls work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+from httpx_sse import EventSource, ServerSentEvent
+
+from client.types import Context
+
+from ..errors import UpstreamConnectError, UpstreamStatusError, map_transport_errors
+from ..models import ModelSpec
+
+# ----- deltas: what an adapter yields ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TextDelta:
+    key: Hashable
+    text: str
+
+
+@dataclass(slots=True)
+class ThinkingDelta:
+    key: Hashable
+    text: str = ""
+    signature: str | None = None
+    """Appended to the block's ``thinkingSignature`` (Anthropic streams it in ``signature_delta`` pieces)."""
+    redacted: bool = False
+    """``text`` is opaque redacted-thinking data (Anthropic ``redacted_thinking``)."""
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    key: Hashable
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+    """A raw fragment of the arguments' JSON text; fragments are concatenated and parsed at block end."""
+
+
+@dataclass(slots=True)
+class BlockEnd:
+    key: Hashable
+
+
+@dataclass(slots=True)
+class UsageUpdate:
+    """Absolute token counts seen so far; ``None`` leaves a field as it was.
+
+    ``input`` is *non-cached* input (pi's convention): an OpenAI adapter subtracts ``cached_tokens`` from
+    ``prompt_tokens``. ``reasoning`` is a subset of ``output``.
+    """
+
+    input: int | None = None
+    output: int | None = None
+    cache_read: int | None = None
+    cache_write: int | None = None
+    reasoning: int | None = None
+
+
+@dataclass(slots=True)
+class Finish:
+    reason: Literal["stop", "length", "toolUse"]
+
+
+@dataclass(slots=True)
+class ResponseInfo:
+    response_id: str | None = None
+    upstream_model: str | None = None
+
+
+Delta = TextDelta | ThinkingDelta | ToolCallDelta | BlockEnd | UsageUpdate | Finish | ResponseInfo
+
+# ----- the call an adapter makes ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCall:
+    """Everything an adapter needs for one generation. ``api_key`` is the injected credential: never log it."""
+
+    model: ModelSpec
+    context: Context
+    options: Mapping[str, Any]
+    """The allow-listed pi options (camelCase, as on the wire)."""
+    api_key: str | None
+    session_id: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Pass-through request headers (``anthropic-beta``, ``openai-organization`` …) and ``options.headers``."""
+    max_retries: int = 2
+    first_byte_timeout: float | None = None
+    """Seconds to wait for the upstream response headers; the guard applies the event timeouts."""
+
+    def __repr__(self) -> str:  # never show the key, even in a traceback's locals
+        return f"UpstreamCall(model={self.model.full_id!r}, session_id={self.session_id!r}, api_key=***)"
+
+
+StreamFn = Callable[[UpstreamCall, httpx.AsyncClient], AsyncIterator[Delta]]
+
+# ----- helpers every adapter uses ---------------------------------------------------------------------------------
+
+_RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+_MAX_ERROR_BODY = 64 * 1024
+
+
+def _retry_after_seconds(headers: httpx.Headers) -> float | None:
+    """``retry-after-ms``, ``retry-after`` (seconds or HTTP date), as OpenAI and Anthropic send them."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000.0)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def _backoff_delay(attempt: int, retry_after: float | None, cap: float) -> float:
+    delay = retry_after if retry_after is not None else min(0.5 * 2**attempt, 8.0)
+    return min(delay, cap) if cap > 0 else delay
+
+
+async def _read_error_body(response: httpx.Response) -> str:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= _MAX_ERROR_BODY:
+            break
+    return b"".join(chunks).decode("utf-8", errors="replace")
+
+
+@asynccontextmanager
+async def open_stream(
+    client: httpx.AsyncClient,
+    call: UpstreamCall,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    json_body: bytes,
+) -> AsyncIterator[httpx.Response]:
+    """POST ``json_body`` and yield the 2xx streaming response; raise ``UpstreamStatusError`` otherwise.
+
+    Retries 408/409/429/5xx/529 and connection failures up to ``call.max_retries`` times *before any byte of the
+    body has been read*, honouring ``retry-after`` capped by the ``maxRetryDelayMs`` option (default 60 s).
+    """
+    cap_ms = call.options.get("maxRetryDelayMs", 60_000)
+    cap = float(cap_ms) / 1000.0 if isinstance(cap_ms, int | float) else 60.0
+    timeout = httpx.Timeout(connect=10.0, read=call.first_byte_timeout, write=30.0, pool=10.0)
+    attempt = 0
+    while True:
+        request = client.build_request("POST", url, headers=headers, content=json_body, timeout=timeout)
+        try:
+            with map_transport_errors(call.model.provider):
+                response = await client.send(request, stream=True)
+        except UpstreamConnectError:
+            # Not a timeout: waiting for a slow first byte again would only double the caller's wait.
+            if attempt >= call.max_retries:
+                raise
+            await asyncio.sleep(_backoff_delay(attempt, None, cap))
+            attempt += 1
+            continue
+        try:
+            if response.is_success:
+                # The body is read under the caller's timeouts, not the first-byte one.
+                yield response
+                return
+            with map_transport_errors(call.model.provider):
+                body = await _read_error_body(response)
+            retry_after = _retry_after_seconds(response.headers)
+            error = UpstreamStatusError(response.status_code, body, retry_after)
+        finally:
+            await response.aclose()
+        if response.status_code not in _RETRY_STATUSES or attempt >= call.max_retries:
+            raise error
+        await asyncio.sleep(_backoff_delay(attempt, retry_after, cap))
+        attempt += 1
+
+
+async def iter_sse(response: httpx.Response, provider: str) -> AsyncIterator[ServerSentEvent]:
+    """The response body as SSE events (httpx-sse: CR/LF/CRLF, multi-line data, comments skipped)."""
+    with map_transport_errors(provider):
+        async for event in EventSource(response).aiter_sse():
+            yield event

@@ -1,0 +1,373 @@
+"""The stream contract, enforced in one place: exactly one ``start``, block events, exactly one ``done``/``error``.
+
+``MessageAssembler`` turns adapter ``Delta``s into pi ``AssistantMessageEvent`` frames around one live
+``AssistantMessage`` (the ``partial`` on every non-terminal event). ``Generation`` runs an adapter under the
+first-event and idle timeouts, converts every failure after the 200 into an in-band ``error`` event that keeps the
+partial content and usage, and reports the outcome exactly once, also when the client disconnects.
+
+Frames are pre-encoded ``data: <json>\\n\\n`` bytes (orjson), so sse-starlette passes them through untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+import httpx
+import orjson
+
+from client.types import AssistantMessage, StopReason, zero_usage
+
+from .cost import apply_cost
+from .errors import SidecarError, UpstreamError, UpstreamTimeout
+from .models import ModelSpec
+from .providers.base import (
+    BlockEnd,
+    Delta,
+    Finish,
+    ResponseInfo,
+    StreamFn,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+    UpstreamCall,
+    UsageUpdate,
+)
+
+log = logging.getLogger("sidecar.stream")
+
+DONE_FRAME = b"data: [DONE]\n\n"
+DEFAULT_EVENT_TIMEOUT_MS = 300_000  # the reference client's default for both timeouts
+
+
+def frame(event: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(event) + b"\n\n"
+
+
+class _Block:
+    __slots__ = ("index", "kind", "content", "args")
+
+    def __init__(self, index: int, kind: str, content: dict[str, Any]) -> None:
+        self.index = index
+        self.kind = kind
+        self.content = content
+        self.args: list[str] = []
+
+
+class MessageAssembler:
+    """Owns the live partial message and the content indices; produces the encoded event frames."""
+
+    def __init__(self, model: ModelSpec, started: float | None = None) -> None:
+        self.model = model
+        self.started = time.perf_counter() if started is None else started
+        self.message: AssistantMessage = {
+            "role": "assistant",
+            "content": [],
+            "api": model.api,
+            "provider": model.provider,
+            "model": model.id,
+            "usage": zero_usage(),
+            "stopReason": "stop",
+            "timestamp": int(time.time() * 1000),
+        }
+        self.ttft_ms: float | None = None
+        self.finish_reason: Literal["stop", "length", "toolUse"] | None = None
+        self.upstream_model: str | None = None
+        self.reasoning_tokens: int | None = None
+        self._open: dict[Hashable, _Block] = {}
+        self._partial_event: dict[str, Any] = {}
+
+    # ----- events -----------------------------------------------------------------------------------------------
+
+    def start(self) -> bytes:
+        return frame({"type": "start", "partial": self.message})
+
+    def feed(self, delta: Delta) -> list[bytes]:
+        kind = type(delta)
+        if kind is TextDelta:
+            return self._text(delta)  # type: ignore[arg-type]
+        if kind is ToolCallDelta:
+            return self._tool_call(delta)  # type: ignore[arg-type]
+        if kind is ThinkingDelta:
+            return self._thinking(delta)  # type: ignore[arg-type]
+        if kind is UsageUpdate:
+            self._usage(delta)  # type: ignore[arg-type]
+        elif kind is BlockEnd:
+            block = self._open.pop(delta.key, None)  # type: ignore[union-attr]
+            return [self._end(block)] if block is not None else []
+        elif kind is Finish:
+            self.finish_reason = delta.reason  # type: ignore[union-attr]
+        elif kind is ResponseInfo:
+            if delta.response_id:  # type: ignore[union-attr]
+                self.message["responseId"] = delta.response_id  # type: ignore[union-attr]
+            if delta.upstream_model:  # type: ignore[union-attr]
+                self.upstream_model = delta.upstream_model  # type: ignore[union-attr]
+        return []
+
+    def done(self) -> bytes:
+        """Close open blocks and emit ``done``; the frames for block ends come first."""
+        frames = self._close_all()
+        reason = self.finish_reason or "stop"
+        if reason == "stop" and any(b.get("type") == "toolCall" for b in self.message["content"]):
+            # Some OpenAI-compatible servers (older Ollama, llama.cpp) say "stop" after tool calls; agents loop on
+            # toolUse, so report what the content shows.
+            reason = "toolUse"
+        self._finalize(reason)
+        frames.append(frame({"type": "done", "reason": reason, "message": self.message}))
+        return b"".join(frames)
+
+    def error(self, message: str, status: int | None, reason: Literal["error", "aborted"] = "error") -> bytes:
+        """The terminal ``error`` event: a full ``AssistantMessage`` keeping the content and usage so far."""
+        for block in self._open.values():
+            if block.kind == "toolCall":
+                block.content["arguments"] = _parse_arguments(block.args)
+        self._open.clear()
+        self._finalize(reason)
+        self.message["errorMessage"] = message
+        if status is not None:
+            self.message["errorStatus"] = status
+        return frame({"type": "error", "reason": reason, "error": self.message})
+
+    # ----- deltas -----------------------------------------------------------------------------------------------
+
+    def _event(self, type_: str, index: int, **extra: Any) -> bytes:
+        return frame({"type": type_, "contentIndex": index, **extra, "partial": self.message})
+
+    def _open_block(self, key: Hashable, kind: str, content: dict[str, Any]) -> tuple[_Block, list[bytes]]:
+        # A block of a new kind closes the open blocks of other kinds (text after thinking, tool calls after text);
+        # blocks of the same kind stay open so interleaved parallel tool calls keep their own indices.
+        frames = [self._end(self._open.pop(k)) for k, b in list(self._open.items()) if b.kind != kind]
+        self._open.pop(key, None)
+        contents = self.message["content"]
+        block = _Block(len(contents), kind, content)
+        contents.append(content)  # type: ignore[arg-type]
+        self._open[key] = block
+        start = {"text": "text_start", "thinking": "thinking_start", "toolCall": "toolcall_start"}[kind]
+        frames.append(self._event(start, block.index))
+        return block, frames
+
+    def _text(self, delta: TextDelta) -> list[bytes]:
+        block = self._open.get(delta.key)
+        frames: list[bytes] = []
+        if block is None or block.kind != "text":
+            block, frames = self._open_block(delta.key, "text", {"type": "text", "text": ""})
+        if delta.text:
+            self._mark_first_token()
+            block.content["text"] += delta.text
+            frames.append(self._event("text_delta", block.index, delta=delta.text))
+        return frames
+
+    def _thinking(self, delta: ThinkingDelta) -> list[bytes]:
+        block = self._open.get(delta.key)
+        frames: list[bytes] = []
+        if block is None or block.kind != "thinking":
+            content: dict[str, Any] = (
+                {"type": "redactedThinking", "data": ""} if delta.redacted else {"type": "thinking", "thinking": ""}
+            )
+            block, frames = self._open_block(delta.key, "thinking", content)
+        if delta.redacted:
+            block.content["data"] += delta.text
+            return frames
+        if delta.signature:
+            block.content["thinkingSignature"] = block.content.get("thinkingSignature", "") + delta.signature
+        if delta.text:
+            self._mark_first_token()
+            block.content["thinking"] += delta.text
+            frames.append(self._event("thinking_delta", block.index, delta=delta.text))
+        return frames
+
+    def _tool_call(self, delta: ToolCallDelta) -> list[bytes]:
+        block = self._open.get(delta.key)
+        frames: list[bytes] = []
+        if block is None or block.kind != "toolCall":
+            content = {"type": "toolCall", "id": delta.id or "", "name": delta.name or "", "arguments": {}}
+            block, frames = self._open_block(delta.key, "toolCall", content)
+            self._mark_first_token()
+        else:
+            if delta.id and not block.content["id"]:
+                block.content["id"] = delta.id
+            if delta.name and not block.content["name"]:
+                block.content["name"] = delta.name
+        if delta.arguments:
+            block.args.append(delta.arguments)
+            frames.append(self._event("toolcall_delta", block.index, delta=delta.arguments))
+        return frames
+
+    def _usage(self, delta: UsageUpdate) -> None:
+        usage = self.message["usage"]
+        if delta.input is not None:
+            usage["input"] = delta.input
+        if delta.output is not None:
+            usage["output"] = delta.output
+        if delta.cache_read is not None:
+            usage["cacheRead"] = delta.cache_read
+        if delta.cache_write is not None:
+            usage["cacheWrite"] = delta.cache_write
+        if delta.reasoning is not None:
+            usage["reasoningTokens"] = delta.reasoning
+        apply_cost(usage, self.model.pricing)
+
+    def _end(self, block: _Block) -> bytes:
+        content = block.content
+        if block.kind == "text":
+            return self._event("text_end", block.index, content=content["text"])
+        if block.kind == "thinking":
+            return self._event("thinking_end", block.index, content=content.get("thinking", ""))
+        content["arguments"] = _parse_arguments(block.args)
+        return self._event("toolcall_end", block.index, toolCall=content)
+
+    def _close_all(self) -> list[bytes]:
+        blocks = sorted(self._open.values(), key=lambda b: b.index)
+        self._open.clear()
+        return [self._end(b) for b in blocks]
+
+    def _mark_first_token(self) -> None:
+        if self.ttft_ms is None:
+            self.ttft_ms = (time.perf_counter() - self.started) * 1000.0
+
+    def _finalize(self, reason: StopReason) -> None:
+        self.message["stopReason"] = reason
+        apply_cost(self.message["usage"], self.model.pricing)
+        self.message["duration"] = round((time.perf_counter() - self.started) * 1000.0, 3)
+        if self.ttft_ms is not None:
+            self.message["ttft"] = round(self.ttft_ms, 3)
+
+
+def _parse_arguments(fragments: list[str]) -> dict[str, Any]:
+    text = "".join(fragments).strip()
+    if not text:
+        return {}
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        log.warning("tool call arguments are not valid JSON (%d bytes); passing {}", len(text))
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+# ----- running one generation -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened, reported once per generation (the ledger records it)."""
+
+    message: AssistantMessage
+    reason: StopReason
+    ttft_ms: float | None
+    duration_ms: float
+    upstream_model: str | None
+    error_type: str | None = None
+    error_status: int | None = None
+
+
+@dataclass(slots=True)
+class EventTimeouts:
+    first_event: float | None
+    """Seconds until the first delta from upstream; ``None`` disables."""
+    idle: float | None
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any] | Any) -> EventTimeouts:
+        def pick(name: str, default: float | None) -> float | None:
+            value = options.get(name)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return None if value <= 0 else value / 1000.0
+            return default
+
+        idle = pick("streamIdleTimeoutMs", DEFAULT_EVENT_TIMEOUT_MS / 1000.0)
+        default_first = max(DEFAULT_EVENT_TIMEOUT_MS / 1000.0, idle) if idle is not None else None
+        return cls(first_event=pick("streamFirstEventTimeoutMs", default_first), idle=idle)
+
+
+@dataclass
+class Generation:
+    """One generation: iterate ``frames()`` (SSE) or await ``run()`` (JSON mode)."""
+
+    call: UpstreamCall
+    stream_fn: StreamFn
+    client: httpx.AsyncClient
+    timeouts: EventTimeouts
+    on_finish: Callable[[Outcome], None]
+    assembler: MessageAssembler = field(init=False)
+    _reported: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.assembler = MessageAssembler(self.call.model)
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        asm = self.assembler
+        yield asm.start()
+        deltas = self.stream_fn(self.call, self.client)
+        loop = asyncio.get_running_loop()
+        terminal: bytes
+        try:
+            limit = self.timeouts.first_event
+            waiting_for = "first event"
+            while True:
+                try:
+                    # A fresh deadline per delta (a Timeout object and a timer handle, no task); the yield below
+                    # stays outside it so a slow client socket is never mistaken for a slow upstream.
+                    async with asyncio.timeout_at(None if limit is None else loop.time() + limit):
+                        delta = await anext(deltas)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise UpstreamTimeout(
+                        f"upstream {self.call.model.provider} timed out while waiting for the {waiting_for} "
+                        f"({limit:g} s)"
+                    ) from None
+                limit, waiting_for = self.timeouts.idle, "next event"
+                frames = asm.feed(delta)
+                if frames:
+                    yield frames[0] if len(frames) == 1 else b"".join(frames)
+            terminal = asm.done()
+            self._report(asm.message["stopReason"])
+        except UpstreamError as exc:
+            terminal = asm.error(exc.message, exc.status)
+            self._report("error", exc.type, exc.status)
+        except SidecarError as exc:
+            terminal = asm.error(exc.message, exc.status)
+            self._report("error", exc.type, exc.status)
+        except Exception:
+            log.exception("internal error while streaming %s", self.call.model.full_id)
+            terminal = asm.error("internal error in the sidecar (see its log)", 500)
+            self._report("error", "internal_error", 500)
+        finally:
+            if not self._reported:
+                # Cancelled: the client went away. Nothing more can be sent; record what was generated.
+                asm.error("client closed the stream", 499, "aborted")
+                self._report("aborted", "request_aborted", 499)
+            # The server cancels with anyio's level-triggered cancellation, which would cancel this cleanup too:
+            # shield it (bounded) so the upstream response is really closed and its connection released.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await deltas.aclose()
+        yield terminal + DONE_FRAME
+
+    async def run(self) -> AssistantMessage:
+        async for _ in self.frames():
+            pass
+        return self.assembler.message
+
+    def _report(self, reason: StopReason, error_type: str | None = None, status: int | None = None) -> None:
+        self._reported = True
+        asm = self.assembler
+        try:
+            self.on_finish(
+                Outcome(
+                    message=asm.message,
+                    reason=reason,
+                    ttft_ms=asm.ttft_ms,
+                    duration_ms=asm.message.get("duration", 0.0),
+                    upstream_model=asm.upstream_model,
+                    error_type=error_type,
+                    error_status=status,
+                )
+            )
+        except Exception:  # recording must never break the stream it records
+            log.exception("on_finish hook failed")
