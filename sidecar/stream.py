@@ -24,7 +24,7 @@ import orjson
 from client.types import AssistantMessage, StopReason, zero_usage
 
 from .cost import apply_cost
-from .errors import SidecarError, UpstreamError, UpstreamTimeout
+from .errors import SidecarError, UpstreamTimeout, redact
 from .models import ModelSpec
 from .providers.base import (
     BlockEnd,
@@ -328,11 +328,9 @@ class Generation:
                     yield frames[0] if len(frames) == 1 else b"".join(frames)
             terminal = asm.done()
             self._report(asm.message["stopReason"])
-        except UpstreamError as exc:
-            terminal = asm.error(exc.message, exc.status)
-            self._report("error", exc.type, exc.status)
         except SidecarError as exc:
-            terminal = asm.error(exc.message, exc.status)
+            # Some OpenAI-compatible servers echo the key they were given; no key shape is assumed here.
+            terminal = asm.error(redact(exc.message, (self.call.api_key or "",)), exc.status)
             self._report("error", exc.type, exc.status)
         except Exception:
             log.exception("internal error while streaming %s", self.call.model.full_id)

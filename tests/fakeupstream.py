@@ -64,6 +64,12 @@ class Received:
         return json.loads(self.body)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client (the sidecar) closing a kept-alive or cancelled connection is expected, not a test failure.
+        pass
+
+
 class FakeUpstream:
     """``with FakeUpstream() as up: up.push(Reply(...)); ... up.received``."""
 
@@ -74,9 +80,9 @@ class FakeUpstream:
         self.disconnects = 0
         """Times a client went away while a reply was still being written."""
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
 
     @property
     def url(self) -> str:

@@ -1,0 +1,93 @@
+"""Run the real sidecar app under uvicorn on 127.0.0.1 in a background thread (as httpx's own tests do)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from sidecar.app import create_app, log_outcome
+from sidecar.auth import Caller
+from sidecar.config import load_settings
+from sidecar.stream import Outcome
+
+TOKEN = "test-workload-bearer-0123456789"
+ANTHROPIC_CANARY = "sk-ant-canary-KEY-do-not-leak-000111222"
+OPENAI_CANARY = "sk-canary-KEY-do-not-leak-333444555666"
+
+
+class RunningSidecar:
+    def __init__(self, server: uvicorn.Server, port: int, outcomes: list[tuple[str, Outcome]]) -> None:
+        self.server = server
+        self.port = port
+        self.outcomes = outcomes
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_for_outcomes(self, count: int, timeout: float = 5.0) -> list[tuple[str, Outcome]]:
+        deadline = time.monotonic() + timeout
+        while len(self.outcomes) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.outcomes
+
+
+def write_config(tmp: Path, text: str) -> Path:
+    path = tmp / "sidecar.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def sidecar_environ(upstream_url: str, home: Path, **extra: str) -> dict[str, str]:
+    return {
+        "HOME": str(home),
+        "SIDECAR_HOME": str(home / "sidecar"),
+        "SIDECAR_TOKEN": TOKEN,
+        "ANTHROPIC_API_KEY": ANTHROPIC_CANARY,
+        "ANTHROPIC_BASE_URL": upstream_url,
+        "OPENAI_API_KEY": OPENAI_CANARY,
+        "OPENAI_BASE_URL": upstream_url + "/v1",
+        **extra,
+    }
+
+
+@contextmanager
+def run_sidecar(
+    environ: Mapping[str, str],
+    config_path: Path | None = None,
+    on_finish: Callable[[str, Caller, Outcome], None] | None = None,
+    **create_kw: Any,
+) -> Iterator[RunningSidecar]:
+    settings = load_settings(config_path, environ)
+    outcomes: list[tuple[str, Outcome]] = []
+
+    def record(generation_id: str, caller: Caller, outcome: Outcome) -> None:
+        outcomes.append((generation_id, outcome))
+        log_outcome(generation_id, caller, outcome)
+        if on_finish is not None:
+            on_finish(generation_id, caller, outcome)
+
+    app = create_app(settings, on_finish=record, **create_kw)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("sidecar did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield RunningSidecar(server, port, outcomes)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        logging.getLogger("sidecar").debug("test sidecar stopped")
