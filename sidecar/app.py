@@ -58,8 +58,17 @@ PASSTHROUGH_HEADERS = (
 )
 # Never let a caller's options.headers replace the injected credential or break the framing.
 _FORBIDDEN_OVERRIDES = frozenset(
-    {"authorization", "x-api-key", "api-key", "x-goog-api-key", "host", "content-length", "transfer-encoding",
-     "connection", "cookie"}
+    {
+        "authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "cookie",
+    }
 )
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no", **CORS_HEADERS}
 _JSON_HEADERS = {"cache-control": "no-store", **CORS_HEADERS}
@@ -67,7 +76,9 @@ _JSON_HEADERS = {"cache-control": "no-store", **CORS_HEADERS}
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        orjson.dumps(body), status, headers={**_JSON_HEADERS, **(headers or {})},
+        orjson.dumps(body),
+        status,
+        headers={**_JSON_HEADERS, **(headers or {})},
         media_type="application/json; charset=utf-8",
     )
 
@@ -83,9 +94,18 @@ def log_outcome(generation_id: str, caller: Caller, outcome: Outcome) -> None:
     log.info(
         "generation %s caller=%s model=%s/%s reason=%s in=%d out=%d cacheRead=%d cacheWrite=%d cost=%.6f "
         "ttft_ms=%s duration_ms=%.1f%s",
-        generation_id, caller.identity, outcome.message["provider"], outcome.message["model"], outcome.reason,
-        usage["input"], usage["output"], usage["cacheRead"], usage["cacheWrite"], usage["cost"]["total"],
-        f"{outcome.ttft_ms:.1f}" if outcome.ttft_ms is not None else "-", outcome.duration_ms,
+        generation_id,
+        caller.identity,
+        outcome.message["provider"],
+        outcome.message["model"],
+        outcome.reason,
+        usage["input"],
+        usage["output"],
+        usage["cacheRead"],
+        usage["cacheWrite"],
+        usage["cost"]["total"],
+        f"{outcome.ttft_ms:.1f}" if outcome.ttft_ms is not None else "-",
+        outcome.duration_ms,
         f" error={outcome.error_type}/{outcome.error_status}" if outcome.error_type else "",
     )
 
@@ -118,8 +138,9 @@ def create_app(
             yield
         state.clear()
 
-    app = FastAPI(title="pi-sidecar", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(
+        title="pi-sidecar", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
 
     @app.exception_handler(SidecarError)
     async def _sidecar_error(request: Request, exc: SidecarError) -> Response:
@@ -206,8 +227,9 @@ def create_app(
         if not pi.stream:
             message = await generation.run()
             if message["stopReason"] == "aborted":
-                return json_response({"error": {"type": "request_aborted", "message": "client closed request"}}, 499,
-                                     ids)
+                return json_response(
+                    {"error": {"type": "request_aborted", "message": "client closed request"}}, 499, ids
+                )
             if message["stopReason"] == "error":
                 status = message.get("errorStatus") or 502
                 err = SidecarError(message.get("errorMessage", "upstream error"))

@@ -62,7 +62,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     token_hint = "SIDECAR_TOKEN" if settings.token else str(settings.token_path)
     logging.getLogger("sidecar").info(
         "pi-sidecar %s on http://%s:%d — %d models servable; workload bearer from %s",
-        __version__, settings.host, settings.port, servable, token_hint,
+        __version__,
+        settings.host,
+        settings.port,
+        servable,
+        token_hint,
     )
     uvicorn.run(
         app,
@@ -131,9 +135,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     registry = ModelRegistry(settings, CredentialStore(settings))
     for spec in registry.servable():
-        price = (
-            f"${spec.pricing.input:g}/${spec.pricing.output:g} per 1M in/out" if spec.pricing else "unpriced"
-        )
+        price = f"${spec.pricing.input:g}/${spec.pricing.output:g} per 1M in/out" if spec.pricing else "unpriced"
         print(f"{spec.full_id:<40} {spec.api:<20} {price}")
     return 0
 

@@ -156,7 +156,9 @@ def build_catalog(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = 
         if not sep or not model_id:
             raise ConfigError(f'[models."{full_id}"]: model keys are "provider/model-id"')
         if provider not in providers:
-            raise ConfigError(f'[models."{full_id}"]: unknown provider {provider!r}; add a [providers.{provider}] table')
+            raise ConfigError(
+                f'[models."{full_id}"]: unknown provider {provider!r}; add a [providers.{provider}] table'
+            )
         pricing = Pricing.parse(m["cost"], f'[models."{full_id}"]') if "cost" in m else None
         models[full_id] = CatalogModel(
             provider=provider,

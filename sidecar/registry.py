@@ -44,8 +44,9 @@ class ModelRegistry:
             row = self._catalog.models.get(model_id)
             if row is None and model_id not in self._warned:
                 self._warned.add(model_id)
-                log.warning("model %s is not in the catalog: served with cost 0 (add a [models] row to price it)",
-                            model_id)
+                log.warning(
+                    "model %s is not in the catalog: served with cost 0 (add a [models] row to price it)", model_id
+                )
             return Resolved(model_spec(provider, rest, row, self.base_url(provider)), provider, credential)
 
         candidates = self._by_bare_id.get(model_id, [])

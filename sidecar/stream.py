@@ -343,8 +343,10 @@ class Generation:
                 self._report("aborted", "request_aborted", 499)
             # The server cancels with anyio's level-triggered cancellation, which would cancel this cleanup too:
             # shield it (bounded) so the upstream response is really closed and its connection released.
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await deltas.aclose()
+            aclose = getattr(deltas, "aclose", None)  # adapters are async generators
+            if aclose is not None:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    await aclose()
         yield terminal + DONE_FRAME
 
     async def run(self) -> AssistantMessage:

@@ -6,16 +6,11 @@ adding a wire API means one module here and one row in ``ADAPTERS``.
 
 from __future__ import annotations
 
-from .base import StreamFn
-
-from . import anthropic_messages, echo, openai_completions  # noqa: E402  (after the base seam on purpose)
+from sidecar.providers import anthropic_messages, echo, openai_completions
+from sidecar.providers.base import StreamFn
 
 ADAPTERS: dict[str, StreamFn] = {
     "anthropic-messages": anthropic_messages.stream,
     "openai-completions": openai_completions.stream,
     "echo": echo.stream,
 }
-
-
-def get_adapter(api: str) -> StreamFn | None:
-    return ADAPTERS.get(api)

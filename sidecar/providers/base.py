@@ -25,12 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
-from httpx_sse import EventSource, ServerSentEvent
+from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from client.types import Context
-
-from ..errors import UpstreamConnectError, UpstreamStatusError, map_transport_errors
-from ..models import ModelSpec
+from sidecar.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamStatusError, map_transport_errors
+from sidecar.models import ModelSpec
 
 # ----- deltas: what an adapter yields ---------------------------------------------------------------------------
 
@@ -207,6 +206,12 @@ async def open_stream(
 
 async def iter_sse(response: httpx.Response, provider: str) -> AsyncIterator[ServerSentEvent]:
     """The response body as SSE events (httpx-sse: CR/LF/CRLF, multi-line data, comments skipped)."""
-    with map_transport_errors(provider):
-        async for event in EventSource(response).aiter_sse():
-            yield event
+    try:
+        with map_transport_errors(provider):
+            async for event in EventSource(response).aiter_sse():
+                yield event
+    except SSEError:
+        # A 200 that is not text/event-stream: a server that ignored `stream: true` and answered with JSON.
+        raise UpstreamProtocolError(
+            f"{provider}: expected an event stream, got {response.headers.get('content-type', 'no content type')}"
+        ) from None

@@ -1,0 +1,99 @@
+"""The ``sidecar`` command: token file, models listing, and ``serve`` as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sidecar import cli
+from tests.conftest import pi_body, read_events
+
+
+@pytest.fixture
+def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in list(os.environ):
+        if name.endswith("_API_KEY") or name.startswith(("SIDECAR_", "OPENAI_", "ANTHROPIC_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    return tmp_path
+
+
+def test_token_is_created_once_with_private_permissions(clean_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["token"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", token)  # 32 random bytes, base64url without padding
+    path = clean_env / ".config" / "pi-sidecar" / "token"
+    assert path.read_text().strip() == token
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert cli.main(["token"]) == 0
+    assert capsys.readouterr().out.strip() == token
+    assert cli.main(["token", "--regenerate"]) == 0
+    regenerated = capsys.readouterr().out.strip()
+    assert regenerated != token and path.read_text().strip() == regenerated
+
+
+def test_models_lists_what_is_servable(
+    clean_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli.main(["models"]) == 0
+    assert capsys.readouterr().out.split()[0] == "echo/echo"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-x")
+    assert cli.main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "anthropic/claude-sonnet-4-5" in out and "$3/$15 per 1M in/out" in out and "openai/" not in out
+
+
+def test_bad_config_is_a_clear_error_not_a_traceback(clean_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = clean_env / "bad.toml"
+    config.write_text("[server]\nport = 'x'\n")
+    assert cli.main(["models", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sidecar: [server] port must be a int") and "Traceback" not in err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_subprocess_streams_echo(clean_env: Path) -> None:
+    """What the README's first command does: start the sidecar with no provider key and stream echo/echo."""
+    port = free_port()
+    env = {**os.environ, "SIDECAR_TOKEN": "smoke-token-123"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sidecar", "serve", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "sidecar did not start"
+            time.sleep(0.1)
+        response = httpx.post(f"http://127.0.0.1:{port}/v1/pi/stream", json=pi_body("echo/echo", "ping pong"),
+                              headers={"authorization": "Bearer smoke-token-123"}, timeout=10)
+        events = read_events(response)
+        assert events[-1]["type"] == "done" and events[-1]["message"]["content"][0]["text"] == "ping pong"
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=10)
+    assert proc.returncode in (0, -15), output  # uvicorn re-raises SIGTERM after a graceful shutdown
+    assert "Application shutdown complete" in output
+    assert f"on http://127.0.0.1:{port}" in output and "bearer from SIDECAR_TOKEN" in output
+    assert "smoke-token-123" not in output
