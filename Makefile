@@ -1,0 +1,46 @@
+# One virtualenv (.venv) for everything; `make run` and `make test` set it up on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+NODE_STAMP := tests/interop/node_modules/.installed-stamp
+
+.PHONY: install run test lint typecheck check pytest bench interop-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[server,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The real npm clients for the interop tests (Bun + @oh-my-pi/pi-ai), exactly as locked.
+$(NODE_STAMP): tests/interop/package.json tests/interop/package-lock.json
+	cd tests/interop && npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+interop-deps: $(NODE_STAMP)
+
+## Run the sidecar on 127.0.0.1:4000 (the built-in echo/echo model needs no provider key). ARGS="--config x.toml"
+run: install
+	$(PY) -m sidecar serve $(ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+pytest: install interop-deps
+	$(PY) -m pytest
+
+## Everything CI runs: lint, strict typing, the whole test suite including the real-client interop tests.
+test: lint typecheck pytest
+
+bench: install
+	$(PY) bench/run.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) tests/interop/node_modules .mypy_cache .ruff_cache .pytest_cache
