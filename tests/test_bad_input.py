@@ -16,8 +16,10 @@ from tests.sidecar_server import TOKEN, RunningSidecar, run_sidecar, sidecar_env
 
 def post_raw(sidecar: RunningSidecar, content: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
     return httpx.post(
-        f"{sidecar.url}/v1/pi/stream", content=content,
-        headers={"authorization": f"Bearer {TOKEN}", **(headers or {})}, timeout=10,
+        f"{sidecar.url}/v1/pi/stream",
+        content=content,
+        headers={"authorization": f"Bearer {TOKEN}", **(headers or {})},
+        timeout=10,
     )
 
 
@@ -27,7 +29,7 @@ def assert_envelope(response: httpx.Response, status: int, type_: str, message: 
     error = response.json()["error"]
     assert error["type"] == type_
     assert message in error["message"], error["message"]
-    assert "Traceback" not in response.text and "File \"" not in response.text
+    assert "Traceback" not in response.text and 'File "' not in response.text
 
 
 @pytest.mark.parametrize(
@@ -38,20 +40,34 @@ def assert_envelope(response: httpx.Response, status: int, type_: str, message: 
         (b'{"context": {"messages": []}}', "Missing `modelId` (or `model.id`) field"),
         (b'{"modelId": "echo/echo"}', "Missing `context` object"),
         (b'{"modelId": "echo/echo", "context": {"messages": {}}}', "`context.messages` must be an array"),
-        (b'{"modelId": "echo/echo", "context": {"messages": [], "systemPrompt": "hi"}}',
-         "`context.systemPrompt` must be an array of strings when present"),
-        (b'{"modelId": "echo/echo", "context": {"messages": [], "tools": {}}}',
-         "`context.tools` must be an array when present"),
-        (b'{"modelId": "echo/echo", "context": {"messages": [{"role": "robot", "content": "x"}]}}',
-         "`context.messages[0].role` must be one of user, developer, assistant, toolResult"),
-        (b'{"modelId": "echo/echo", "context": {"messages": [{"role": "user", "content": [{"type": "image"}]}]}}',
-         "`context.messages[0].content[0]` image blocks need base64 `data`"),
-        (b'{"modelId": "echo/echo", "context": {"messages": [{"role": "toolResult", "content": []}]}}',
-         "`context.messages[0].toolCallId` must be the string id"),
-        (b'{"modelId": "echo/echo", "context": {"messages": []}, "options": {"maxTokens": "many"}}',
-         "`options.maxTokens` must be a number, got str"),
-        (b'{"modelId": "echo/echo", "context": {"messages": []}, "options": {"reasoning": "extreme"}}',
-         "`options.reasoning` must be one of high, low, max, medium, minimal, xhigh"),
+        (
+            b'{"modelId": "echo/echo", "context": {"messages": [], "systemPrompt": "hi"}}',
+            "`context.systemPrompt` must be an array of strings when present",
+        ),
+        (
+            b'{"modelId": "echo/echo", "context": {"messages": [], "tools": {}}}',
+            "`context.tools` must be an array when present",
+        ),
+        (
+            b'{"modelId": "echo/echo", "context": {"messages": [{"role": "robot", "content": "x"}]}}',
+            "`context.messages[0].role` must be one of user, developer, assistant, toolResult",
+        ),
+        (
+            b'{"modelId": "echo/echo", "context": {"messages": [{"role": "user", "content": [{"type": "image"}]}]}}',
+            "`context.messages[0].content[0]` image blocks need base64 `data`",
+        ),
+        (
+            b'{"modelId": "echo/echo", "context": {"messages": [{"role": "toolResult", "content": []}]}}',
+            "`context.messages[0].toolCallId` must be the string id",
+        ),
+        (
+            b'{"modelId": "echo/echo", "context": {"messages": []}, "options": {"maxTokens": "many"}}',
+            "`options.maxTokens` must be a number, got str",
+        ),
+        (
+            b'{"modelId": "echo/echo", "context": {"messages": []}, "options": {"reasoning": "extreme"}}',
+            "`options.reasoning` must be one of high, low, max, medium, minimal, xhigh",
+        ),
     ],
 )
 def test_invalid_bodies(sidecar: RunningSidecar, body: bytes, message: str) -> None:
@@ -101,8 +117,9 @@ def test_payload_too_large(upstream: FakeUpstream, tmp_path: Path) -> None:
             yield body[:1000]
             yield body[1000:]
 
-        response = httpx.post(f"{running.url}/v1/pi/stream", content=chunks(),
-                              headers={"authorization": f"Bearer {TOKEN}"}, timeout=10)
+        response = httpx.post(
+            f"{running.url}/v1/pi/stream", content=chunks(), headers={"authorization": f"Bearer {TOKEN}"}, timeout=10
+        )
         assert_envelope(response, 413, "invalid_request_error", "max_body_bytes")
         # And a small body still works afterwards.
         assert post_raw(running, httpx.Request("POST", "/", json=pi_body("echo/echo")).content).status_code == 200
@@ -122,8 +139,9 @@ def test_missing_credential_names_the_provider_and_the_fix(upstream: FakeUpstrea
 def test_routes_without_auth_and_unknown_routes(sidecar: RunningSidecar) -> None:
     health = httpx.get(f"{sidecar.url}/healthz")
     assert health.status_code == 200 and health.json()["ok"] is True
-    preflight = httpx.options(f"{sidecar.url}/v1/pi/stream",
-                              headers={"origin": "http://x", "access-control-request-method": "POST"})
+    preflight = httpx.options(
+        f"{sidecar.url}/v1/pi/stream", headers={"origin": "http://x", "access-control-request-method": "POST"}
+    )
     assert preflight.status_code == 204
     assert preflight.headers["access-control-allow-origin"] == "*"
     assert "POST" in preflight.headers["access-control-allow-methods"]
@@ -142,7 +160,12 @@ def test_models_endpoint_lists_servable_models(sidecar: RunningSidecar) -> None:
     assert not any(i.startswith(("google/", "deepseek/")) for i in ids)  # no key configured for those
     sonnet = next(m for m in body["data"] if m["id"] == "anthropic/claude-sonnet-4-5")
     assert sonnet == {
-        "id": "anthropic/claude-sonnet-4-5", "object": "model", "owned_by": "anthropic", "api": "anthropic-messages",
-        "display_name": "claude-sonnet-4-5", "input_modalities": ["text", "image"], "context_length": 1000000,
+        "id": "anthropic/claude-sonnet-4-5",
+        "object": "model",
+        "owned_by": "anthropic",
+        "api": "anthropic-messages",
+        "display_name": "claude-sonnet-4-5",
+        "input_modalities": ["text", "image"],
+        "context_length": 1000000,
         "max_output_tokens": 64000,
     }

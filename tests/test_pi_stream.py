@@ -57,7 +57,13 @@ def test_echo_stream_exact_events_and_headers(sidecar: RunningSidecar, auth_head
     assert response.headers["x-request-id"] == response.headers["x-generation-id"]
     events = read_events(response)
     assert [e["type"] for e in events] == [
-        "start", "text_start", "text_delta", "text_delta", "text_delta", "text_end", "done",
+        "start",
+        "text_start",
+        "text_delta",
+        "text_delta",
+        "text_delta",
+        "text_end",
+        "done",
     ]
     assert [e["delta"] for e in events if e["type"] == "text_delta"] == ["one ", "two ", "three"]
     done = assert_contract(events)
@@ -112,7 +118,9 @@ def test_openai_parallel_tool_calls_through_sidecar(
 
 
 SSE_FIXTURES = sorted(
-    str(p.relative_to(FIXTURES)) for d in ("anthropic-messages", "openai-chat-completions") for p in (FIXTURES / d).glob("*.sse")
+    str(p.relative_to(FIXTURES))
+    for d in ("anthropic-messages", "openai-chat-completions")
+    for p in (FIXTURES / d).glob("*.sse")
 )
 
 
@@ -142,8 +150,11 @@ def test_every_fixture_keeps_the_contract_when_split(
     message = terminal["message"] if terminal["type"] == "done" else terminal["error"]
     for event in whole:
         if event["type"] == "text_end":
-            deltas = "".join(e["delta"] for e in whole if e.get("contentIndex") == event["contentIndex"]
-                             and e["type"] == "text_delta")
+            deltas = "".join(
+                e["delta"]
+                for e in whole
+                if e.get("contentIndex") == event["contentIndex"] and e["type"] == "text_delta"
+            )
             assert event["content"] == deltas == message["content"][event["contentIndex"]]["text"]
     if "error" in fixture:
         assert terminal["type"] == "error" and terminal["error"]["errorMessage"]
@@ -160,8 +171,12 @@ def test_every_fixture_keeps_the_contract_when_split(
     ],
 )
 def test_upstream_error_statuses_are_in_band(
-    model: str, error_file: str, status: int,
-    sidecar: RunningSidecar, upstream: FakeUpstream, auth_headers: dict[str, str],
+    model: str,
+    error_file: str,
+    status: int,
+    sidecar: RunningSidecar,
+    upstream: FakeUpstream,
+    auth_headers: dict[str, str],
 ) -> None:
     upstream.push(Reply.json(status, fixture_bytes(error_file)))
     response = post(sidecar, pi_body(model), auth_headers)
@@ -210,8 +225,14 @@ def test_request_translation_reaches_upstream(
 ) -> None:
     """Options cross the allow-list; pass-through headers reach the provider; x-omp-* and the bearer do not."""
     upstream.push(Reply.sse(fixture_bytes("anthropic-messages/text-basic-padded.sse")))
-    body = pi_body("anthropic/claude-sonnet-4-5", "hi", maxTokens=123, temperature=0.5, notAnOption=True,
-                   headers={"anthropic-beta": "files-api-2025-04-14", "x-api-key": "caller-supplied"})
+    body = pi_body(
+        "anthropic/claude-sonnet-4-5",
+        "hi",
+        maxTokens=123,
+        temperature=0.5,
+        notAnOption=True,
+        headers={"anthropic-beta": "files-api-2025-04-14", "x-api-key": "caller-supplied"},
+    )
     headers = {**auth_headers, "x-omp-install-id": "11111111-2222", "anthropic-version": "2023-06-01"}
     events = read_events(post(sidecar, body, headers))
     assert events[-1]["type"] == "done"

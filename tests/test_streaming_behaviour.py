@@ -26,8 +26,9 @@ def test_events_are_delivered_as_they_arrive(sidecar: RunningSidecar, upstream: 
     upstream.push(Reply.sse(data, split=len(data) // 8 + 1, delay_between=0.25))  # ~2 s in all
     started = time.monotonic()
     first_delta_at = None
-    with httpx.stream("POST", f"{sidecar.url}/v1/pi/stream", json=pi_body("anthropic/claude-sonnet-4-5"),
-                      headers=HEADERS, timeout=10) as response:
+    with httpx.stream(
+        "POST", f"{sidecar.url}/v1/pi/stream", json=pi_body("anthropic/claude-sonnet-4-5"), headers=HEADERS, timeout=10
+    ) as response:
         for line in response.iter_lines():
             if '"type":"text_delta"' in line and first_delta_at is None:
                 first_delta_at = time.monotonic() - started
@@ -42,8 +43,13 @@ def test_heartbeats_while_waiting_for_a_slow_first_byte(upstream: FakeUpstream, 
     with run_sidecar(sidecar_environ(upstream.url, tmp_path), config) as running:
         upstream.push(Reply.sse(fixture_bytes(TEXT_FIXTURE), delay_before=1.2))
         lines: list[str] = []
-        with httpx.stream("POST", f"{running.url}/v1/pi/stream", json=pi_body("anthropic/claude-sonnet-4-5"),
-                          headers=HEADERS, timeout=10) as response:
+        with httpx.stream(
+            "POST",
+            f"{running.url}/v1/pi/stream",
+            json=pi_body("anthropic/claude-sonnet-4-5"),
+            headers=HEADERS,
+            timeout=10,
+        ) as response:
             lines = list(response.iter_lines())
         first_delta = next(i for i, line in enumerate(lines) if '"text_delta"' in line)
         pings_before = [line for line in lines[:first_delta] if line.startswith(":")]
@@ -54,8 +60,12 @@ def test_heartbeats_while_waiting_for_a_slow_first_byte(upstream: FakeUpstream, 
 def test_first_event_timeout_from_client_options(sidecar: RunningSidecar, upstream: FakeUpstream) -> None:
     upstream.push(Reply.sse(fixture_bytes(TEXT_FIXTURE), delay_before=3))
     started = time.monotonic()
-    response = httpx.post(f"{sidecar.url}/v1/pi/stream", headers=HEADERS, timeout=10,
-                          json=pi_body("anthropic/claude-sonnet-4-5", streamFirstEventTimeoutMs=300))
+    response = httpx.post(
+        f"{sidecar.url}/v1/pi/stream",
+        headers=HEADERS,
+        timeout=10,
+        json=pi_body("anthropic/claude-sonnet-4-5", streamFirstEventTimeoutMs=300),
+    )
     elapsed = time.monotonic() - started
     events = events_of(response.text.splitlines())
     assert elapsed < 2.0
@@ -71,9 +81,12 @@ def test_idle_timeout_keeps_partial_content(sidecar: RunningSidecar, upstream: F
     cut = data.index(b"\n\n", data.index(b"text_delta")) + 2
     upstream.push(Reply(chunks=[data[:cut], data[cut:]], stall_after=1, stall_seconds=3))
     started = time.monotonic()
-    response = httpx.post(f"{sidecar.url}/v1/pi/stream", headers=HEADERS, timeout=10,
-                          json=pi_body("anthropic/claude-sonnet-4-5", streamIdleTimeoutMs=400,
-                                       streamFirstEventTimeoutMs=5000))
+    response = httpx.post(
+        f"{sidecar.url}/v1/pi/stream",
+        headers=HEADERS,
+        timeout=10,
+        json=pi_body("anthropic/claude-sonnet-4-5", streamIdleTimeoutMs=400, streamFirstEventTimeoutMs=5000),
+    )
     events = events_of(response.text.splitlines())
     assert time.monotonic() - started < 2.5
     terminal = events[-1]
@@ -90,8 +103,9 @@ def test_client_disconnect_cancels_the_upstream_and_is_recorded(
 ) -> None:
     data = fixture_bytes(TEXT_FIXTURE)
     upstream.push(Reply.sse(data, split=40, delay_between=0.1))  # many seconds if read to the end
-    with httpx.stream("POST", f"{sidecar.url}/v1/pi/stream", json=pi_body("anthropic/claude-sonnet-4-5"),
-                      headers=HEADERS, timeout=10) as response:
+    with httpx.stream(
+        "POST", f"{sidecar.url}/v1/pi/stream", json=pi_body("anthropic/claude-sonnet-4-5"), headers=HEADERS, timeout=10
+    ) as response:
         for line in response.iter_lines():
             if '"text_delta"' in line:
                 break  # leaving the block closes the connection mid-stream
@@ -100,7 +114,7 @@ def test_client_disconnect_cancels_the_upstream_and_is_recorded(
         time.sleep(0.02)
     assert upstream.disconnects == 1, "the upstream request was not cancelled after the client left"
     outcomes = sidecar.wait_for_outcomes(1)
-    (generation_id, outcome), = outcomes
+    ((generation_id, outcome),) = outcomes
     assert generation_id.startswith("gen_")
     assert outcome.reason == "aborted" and outcome.error_status == 499
     assert outcome.message["usage"]["input"] > 0  # what was generated before the disconnect is still recorded
