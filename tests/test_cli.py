@@ -74,7 +74,10 @@ def test_serve_subprocess_streams_echo(clean_env: Path) -> None:
     env = {**os.environ, "SIDECAR_TOKEN": "smoke-token-123"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "sidecar", "serve", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 15
@@ -86,8 +89,12 @@ def test_serve_subprocess_streams_echo(clean_env: Path) -> None:
                 pass
             assert proc.poll() is None and time.monotonic() < deadline, "sidecar did not start"
             time.sleep(0.1)
-        response = httpx.post(f"http://127.0.0.1:{port}/v1/pi/stream", json=pi_body("echo/echo", "ping pong"),
-                              headers={"authorization": "Bearer smoke-token-123"}, timeout=10)
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/v1/pi/stream",
+            json=pi_body("echo/echo", "ping pong"),
+            headers={"authorization": "Bearer smoke-token-123"},
+            timeout=10,
+        )
         events = read_events(response)
         assert events[-1]["type"] == "done" and events[-1]["message"]["content"][0]["text"] == "ping pong"
     finally:

@@ -29,8 +29,9 @@ def test_provider_keys_reach_only_the_sidecar_container(tmp_path: Path) -> None:
     (sidecar,) = [c for c in pod["initContainers"] if c["name"] == "sidecar"]
     assert sidecar["restartPolicy"] == "Always"  # a native sidecar
     (agent,) = pod["containers"]
-    keys_volume = next(v["name"] for v in pod["volumes"] if v.get("secret", {}).get("secretName") ==
-                       "agent-provider-keys")
+    keys_volume = next(
+        v["name"] for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "agent-provider-keys"
+    )
     assert keys_volume in {m["name"] for m in sidecar["volumeMounts"]}
     assert keys_volume not in {m["name"] for m in agent.get("volumeMounts", [])}
     agent_env = {e["name"]: e for e in agent["env"]}

@@ -42,8 +42,13 @@ def test_canaries_never_leave_the_sidecar(
             Reply.json(401, {"error": {"message": f"Incorrect API key provided: {OPENAI_CANARY}"}}),
             Reply.json(403, {"error": {"message": f"key {PLAIN_CANARY} is not allowed"}}),
             Reply.sse(b'data: {"error": {"message": "bad key ' + PLAIN_CANARY.encode() + b'", "code": 401}}\n\n'),
-            Reply.json(401, {"type": "error", "error": {"type": "authentication_error",
-                                                        "message": f"invalid x-api-key {ANTHROPIC_CANARY}"}}),
+            Reply.json(
+                401,
+                {
+                    "type": "error",
+                    "error": {"type": "authentication_error", "message": f"invalid x-api-key {ANTHROPIC_CANARY}"},
+                },
+            ),
         )
         requests = [
             ("anthropic/claude-sonnet-4-5", good, False),
@@ -64,7 +69,10 @@ def test_canaries_never_leave_the_sidecar(
         seen.extend(repr(o) for o in outcomes)
     # The upstreams really received the keys (so the canaries were live)...
     assert [r.headers.get("x-api-key") or r.headers.get("authorization") for r in upstream.received] == [
-        ANTHROPIC_CANARY, f"Bearer {OPENAI_CANARY}", f"Bearer {PLAIN_CANARY}", f"Bearer {PLAIN_CANARY}",
+        ANTHROPIC_CANARY,
+        f"Bearer {OPENAI_CANARY}",
+        f"Bearer {PLAIN_CANARY}",
+        f"Bearer {PLAIN_CANARY}",
         ANTHROPIC_CANARY,
     ]
     # ...and the errors still carried the providers' messages, minus the keys.
@@ -77,7 +85,8 @@ def test_canaries_never_leave_the_sidecar(
 
 
 def test_redacting_log_filter_masks_known_values_and_key_shapes() -> None:
-    record = logging.LogRecord("x", logging.INFO, __file__, 1, "got %s and %s", ("mysecret-value", "sk-abcdef123456"),
-                               None)
+    record = logging.LogRecord(
+        "x", logging.INFO, __file__, 1, "got %s and %s", ("mysecret-value", "sk-abcdef123456"), None
+    )
     assert RedactingFilter(["mysecret-value"]).filter(record)
     assert record.getMessage() == "got [REDACTED] and [REDACTED]"
