@@ -28,6 +28,7 @@ from sidecar.providers.base import (
     iter_sse,
     open_stream,
 )
+from sidecar.providers.history import repair_tool_history
 
 _API_VERSION = "2023-06-01"
 _INTERLEAVED_THINKING_BETA = "interleaved-thinking-2025-05-14"
@@ -269,12 +270,13 @@ def _build_body(call: UpstreamCall) -> tuple[dict[str, Any], bool]:
 def _convert_messages(messages: Any, cache: dict[str, str] | None) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     tool_results: list[dict[str, Any]] | None = None  # the user turn consecutive tool results are merged into
-    for message in messages:
-        role = message.get("role")
-        if role == "toolResult":
+    # Unanswered calls and orphan results are repaired first: Anthropic rejects both with a 400.
+    for message in repair_tool_history(messages):
+        role = message["role"]
+        if message["role"] == "toolResult":
             block: dict[str, Any] = {
                 "type": "tool_result",
-                "tool_use_id": _tool_id(message.get("toolCallId", "")),
+                "tool_use_id": _tool_id(message["toolCallId"]),
                 "is_error": bool(message.get("isError")),
             }
             if content := _user_blocks(message.get("content")):
@@ -287,8 +289,7 @@ def _convert_messages(messages: Any, cache: dict[str, str] | None) -> list[dict[
         if role in ("user", "developer"):
             # Anthropic has no developer role; its text goes in as a user turn.
             blocks = _user_blocks(message.get("content"))
-        elif role == "assistant" and message.get("stopReason") not in ("error", "aborted"):
-            # An errored or aborted turn is incomplete (half a tool call, thinking without its answer): never replay.
+        elif role == "assistant":  # errored and aborted turns were dropped by the repair
             blocks = _assistant_blocks(message.get("content") or ())
         else:
             continue

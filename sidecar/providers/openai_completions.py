@@ -27,6 +27,7 @@ from sidecar.providers.base import (
     iter_sse,
     open_stream,
 )
+from sidecar.providers.history import repair_tool_history
 
 _Reason = Literal["stop", "length", "toolUse"]
 
@@ -104,32 +105,24 @@ def _messages(call: UpstreamCall) -> list[dict[str, Any]]:
     system = "\n\n".join(part for part in call.context.get("systemPrompt", []) if part)
     if system:
         out.append({"role": system_role, "content": system})
-    pending: list[str] = []  # tool-call ids of the last assistant message still waiting for a result
     tool_images: list[ImageContent] = []
 
-    def close_tool_run() -> None:
-        # OpenAI rejects an assistant tool_calls message not followed by one tool message per id (an aborted turn,
-        # a user who interrupted), so unanswered calls get a placeholder result.
-        out.extend({"role": "tool", "tool_call_id": i, "content": "No result provided"} for i in pending)
-        pending.clear()
+    def flush_tool_images() -> None:
         if tool_images:
             out.append(_images_message(call, tool_images))
             tool_images.clear()
 
     message: Message
-    for message in call.context["messages"]:
+    # Unanswered calls and orphan results are repaired first: OpenAI rejects both with a 400.
+    for message in repair_tool_history(call.context["messages"]):
         if message["role"] == "toolResult":
-            call_id = message["toolCallId"]
-            if call_id not in pending:  # its assistant message was skipped: an orphan tool message is a 400
-                continue
-            pending.remove(call_id)
             texts = [b["text"] for b in message["content"] if b["type"] == "text"]
             images = [b for b in message["content"] if b["type"] == "image"]
             tool_images.extend(images)
             text = "\n".join(texts) if texts else ("(see attached image)" if images else "")
-            out.append({"role": "tool", "tool_call_id": call_id, "content": text})
+            out.append({"role": "tool", "tool_call_id": message["toolCallId"], "content": text})
             continue
-        close_tool_run()
+        flush_tool_images()
         if message["role"] == "user":
             content = message["content"]
             if content or isinstance(content, str):
@@ -145,9 +138,7 @@ def _messages(call: UpstreamCall) -> list[dict[str, Any]]:
                 if dev_images:
                     out.append(_images_message(call, dev_images))
         elif message["role"] == "assistant":
-            # A failed or aborted turn may hold half a tool call; thinking is not replayed (the API has no field).
-            if message.get("stopReason") in ("error", "aborted"):
-                continue
+            # Thinking is not replayed: Chat Completions has no field for it.
             text = "".join(b["text"] for b in message["content"] if b["type"] == "text")
             calls: list[dict[str, Any]] = [
                 {
@@ -163,9 +154,8 @@ def _messages(call: UpstreamCall) -> list[dict[str, Any]]:
             entry: dict[str, Any] = {"role": "assistant", "content": text or None}
             if calls:
                 entry["tool_calls"] = calls
-                pending.extend(c["id"] for c in calls)
             out.append(entry)
-    close_tool_run()
+    flush_tool_images()
     return out
 
 
