@@ -73,14 +73,14 @@ class _QuietServer(ThreadingHTTPServer):
 class FakeUpstream:
     """``with FakeUpstream() as up: up.push(Reply(...)); ... up.received``."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self._replies: deque[Reply] = deque()
         self.default: Reply | None = None
         self.received: list[Received] = []
         self.disconnects = 0
         """Times a client went away while a reply was still being written."""
         self._lock = threading.Lock()
-        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _QuietServer(("127.0.0.1", port), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
 
@@ -167,3 +167,25 @@ def iter_fixture_splits(relative: str, sizes: tuple[int, ...] = (1, 2, 3, 7, 64)
     data = fixture_bytes(relative)
     for size in sizes:
         yield split_every(data, size)
+
+
+def main() -> None:
+    """``python -m tests.fakeupstream FIXTURE [--port N]``: answer every request with a recorded stream."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("fixture", help="path under tests/fixtures, e.g. anthropic-messages/text-basic-padded.sse")
+    parser.add_argument("--port", type=int, default=28080)
+    args = parser.parse_args()
+    upstream = FakeUpstream(port=args.port)
+    upstream.default = Reply.sse(fixture_bytes(args.fixture))
+    print(f"replaying {args.fixture} on {upstream.url} (Ctrl-C to stop)", flush=True)
+    with upstream:
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
