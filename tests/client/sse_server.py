@@ -18,6 +18,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.fakeupstream import Received
+
 DROP = object()
 """A step: reset the connection here (no chunked-encoding end)."""
 
@@ -46,17 +48,6 @@ class Script:
     def body(cls, status: int, raw: bytes | str | dict[str, Any], content_type: str = "application/json") -> Script:
         data = raw if isinstance(raw, bytes) else raw.encode() if isinstance(raw, str) else json.dumps(raw).encode()
         return cls(status=status, steps=[data], headers={"content-type": content_type}, chunked=False)
-
-
-@dataclass
-class Received:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 class ScriptedServer:
