@@ -302,11 +302,11 @@ class Generation:
 
     async def frames(self) -> AsyncIterator[bytes]:
         asm = self.assembler
-        yield asm.start()
-        deltas = self.stream_fn(self.call, self.client)
+        deltas = self.stream_fn(self.call, self.client)  # an async generator: nothing runs until the first anext
         loop = asyncio.get_running_loop()
         terminal: bytes
         try:
+            yield asm.start()  # inside the try: a client gone already is still recorded, as aborted
             limit = self.timeouts.first_event
             waiting_for = "first event"
             while True:
