@@ -79,6 +79,8 @@ class FakeUpstream:
         self.received: list[Received] = []
         self.disconnects = 0
         """Times a client went away while a reply was still being written."""
+        self.connections = 0
+        """TCP connections accepted (keep-alive reuse shows as fewer connections than requests)."""
         self._lock = threading.Lock()
         self._server = _QuietServer(("127.0.0.1", port), self._handler_class())
         self._server.daemon_threads = True
@@ -118,6 +120,11 @@ class FakeUpstream:
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with upstream._lock:
+                    upstream.connections += 1
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", "0"))

@@ -129,3 +129,18 @@ def test_outcome_reported_exactly_once_per_generation(sidecar: RunningSidecar, u
     assert [o.reason for _, o in sidecar.outcomes] == ["stop", "error", "stop"]
     assert sidecar.outcomes[1][1].error_status == 429
     assert len({gid for gid, _ in outcomes}) == 3
+
+
+def test_upstream_connections_are_reused(sidecar: RunningSidecar, upstream: FakeUpstream) -> None:
+    """Adapters stop reading at the terminal event; the rest of the body is drained so the socket is pooled (a new
+    connection per stream would put a TCP+TLS handshake in front of every first token)."""
+    upstream.push(
+        Reply.sse(fixture_bytes(TEXT_FIXTURE)),
+        Reply.sse(fixture_bytes("openai-chat-completions/text-basic-include-usage.sse")),
+        Reply.sse(fixture_bytes(TEXT_FIXTURE)),
+    )
+    for model in ("anthropic/claude-sonnet-4-5", "openai/gpt-4o", "anthropic/claude-sonnet-4-5"):
+        response = httpx.post(f"{sidecar.url}/v1/pi/stream", json=pi_body(model), headers=HEADERS, timeout=10)
+        assert events_of(response.text.splitlines())[-1]["type"] == "done"
+    assert len(upstream.received) == 3
+    assert upstream.connections == 1

@@ -24,6 +24,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import anyio
 import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
@@ -121,6 +122,8 @@ StreamFn = Callable[[UpstreamCall, httpx.AsyncClient], AsyncIterator[Delta]]
 
 _RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 _MAX_ERROR_BODY = 64 * 1024
+_MAX_DRAIN_BYTES = 64 * 1024
+_DRAIN_SECONDS = 1.0
 
 
 def _retry_after_seconds(headers: httpx.Headers) -> float | None:
@@ -144,6 +147,25 @@ def _retry_after_seconds(headers: httpx.Headers) -> float | None:
 def _backoff_delay(attempt: int, retry_after: float | None, cap: float) -> float:
     delay = retry_after if retry_after is not None else min(0.5 * 2**attempt, 8.0)
     return min(delay, cap) if cap > 0 else delay
+
+
+async def _drain(response: httpx.Response) -> None:
+    """Read what follows the terminal event (the chunked terminator, a trailing newline) so the connection goes
+    back to the pool: adapters stop at ``message_stop``/``[DONE]``, and closing a response with unread bytes closes
+    its socket, which would cost a new TCP+TLS handshake on the next stream's first token."""
+    stream = response.stream
+    if response.is_closed or not isinstance(stream, httpx.AsyncByteStream):
+        return
+    try:
+        with anyio.move_on_after(_DRAIN_SECONDS):
+            size = 0
+            # The SSE reader already consumed the response's iterator; the byte stream continues where it stopped.
+            async for chunk in stream:
+                size += len(chunk)
+                if size > _MAX_DRAIN_BYTES:
+                    break
+    except httpx.HTTPError:
+        pass  # the connection is simply not reused
 
 
 async def _read_error_body(response: httpx.Response) -> str:
@@ -191,6 +213,7 @@ async def open_stream(
             if response.is_success:
                 # The body is read under the caller's timeouts, not the first-byte one.
                 yield response
+                await _drain(response)
                 return
             with map_transport_errors(call.model.provider):
                 body = await _read_error_body(response)
