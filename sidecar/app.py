@@ -86,7 +86,12 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 def error_response(exc: SidecarError) -> Response:
     if isinstance(exc, Unauthorized):
         return json_response({"error": "unauthorized"}, 401)  # a string, as the reference gateway sends it
-    return json_response({"error": {"type": exc.type, "message": exc.message}}, exc.status)
+    return error_envelope(exc.status, exc.type, exc.message)
+
+
+def error_envelope(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    """The documented pre-stream error body: ``{"error": {"type", "message"}}``."""
+    return json_response({"error": {"type": type_, "message": message}}, status, headers)
 
 
 def log_outcome(generation_id: str, caller: Caller, outcome: Outcome) -> None:
@@ -227,14 +232,12 @@ def create_app(
         if not pi.stream:
             message = await generation.run()
             if message["stopReason"] == "aborted":
-                return json_response(
-                    {"error": {"type": "request_aborted", "message": "client closed request"}}, 499, ids
-                )
+                return error_envelope(499, "request_aborted", "client closed request", ids)
             if message["stopReason"] == "error":
                 status = message.get("errorStatus") or 502
-                err = SidecarError(message.get("errorMessage", "upstream error"))
-                err.status, err.type = status, classify_status(status)
-                return json_response({"error": {"type": err.type, "message": err.message}}, status, ids)
+                return error_envelope(
+                    status, classify_status(status), message.get("errorMessage", "upstream error"), ids
+                )
             return json_response({"message": message}, 200, ids)
         return EventSourceResponse(
             generation.frames(),
