@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 from ulid import ULID
 
 from . import __version__
@@ -25,6 +26,10 @@ from .auth import BearerAuth, Caller
 from .config import Settings
 from .credentials import CredentialStore
 from .errors import BadRequest, PayloadTooLarge, SidecarError, Unauthorized, classify_status
+from .gateway_routes import gateway_router
+from .ledger import Ledger, ledger_for
+from .ledger.budget import Budgets
+from .ledger.record import Attribution, now_ms, record_from_outcome
 from .providers import ADAPTERS
 from .providers.base import UpstreamCall
 from .registry import ModelRegistry
@@ -120,7 +125,10 @@ def create_app(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     on_finish: Callable[[str, Caller, Outcome], None] = log_outcome,
+    ledger: Ledger | None = None,
 ) -> FastAPI:
+    """``on_finish`` observes every generation once (after it is handed to the ledger); tests inject ``transport``
+    and may pass their own ``ledger``."""
     credentials = CredentialStore(settings)
     credentials.check_locations()
     registry = ModelRegistry(settings, credentials)
@@ -129,6 +137,8 @@ def create_app(
     servable_at_start = sum(1 for _ in registry.servable())
     log.debug("%d models servable at startup", servable_at_start)
     auth = BearerAuth.from_settings(settings)
+    ledger = ledger or ledger_for(settings)
+    budgets = Budgets(ledger, settings.budget_period)
     state: dict[str, httpx.AsyncClient] = {}
 
     @asynccontextmanager
@@ -138,10 +148,16 @@ def create_app(
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             proxy=settings.upstream_proxy,
         )
-        async with httpx.AsyncClient(transport=upstream_transport, trust_env=False, follow_redirects=False) as client:
-            state["client"] = client
-            yield
-        state.clear()
+        await ledger.start()
+        try:
+            async with httpx.AsyncClient(
+                transport=upstream_transport, trust_env=False, follow_redirects=False
+            ) as client:
+                state["client"] = client
+                yield
+        finally:
+            state.clear()
+            await ledger.stop()  # after the server stopped taking requests: every finished generation is written
 
     app = FastAPI(
         title="pi-sidecar", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
@@ -177,7 +193,17 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        return json_response({"ok": True, "version": __version__})
+        return json_response(
+            {
+                "ok": True,
+                "version": __version__,
+                "ledger": {"pending": ledger.pending, "written": ledger.written, "ok": ledger.last_error is None},
+            }
+        )
+
+    app.include_router(gateway_router(auth, ledger, budgets, json_response))
+    if settings.path_prefix:
+        app.add_middleware(StripPathPrefix, prefix=settings.path_prefix)
 
     @app.get("/v1/models")
     async def list_models(request: Request) -> Response:
@@ -203,7 +229,9 @@ def create_app(
     async def pi_stream(request: Request) -> Response:
         caller = authenticate(request)
         body = await read_body(request, settings.max_body_bytes)
+        started_ms = now_ms()
         pi = parse_request(body)
+        attribution = Attribution.from_pi_options(pi.options)
         resolved = registry.resolve(pi.model_id)
         stream_fn = ADAPTERS.get(resolved.model.api)
         if stream_fn is None:
@@ -211,7 +239,25 @@ def create_app(
                 f"Model {resolved.model.full_id} uses wire API {resolved.model.api!r}, which this sidecar does not "
                 f"implement (supported: {', '.join(sorted(ADAPTERS))})"
             )
+        await budgets.check(caller)  # 429 before any upstream call
         generation_id = f"gen_{ULID()}"
+        credential_source = resolved.credential.source if resolved.credential else None
+
+        def finish(outcome: Outcome) -> None:
+            ledger.record(
+                record_from_outcome(
+                    generation_id=generation_id,
+                    created_at_ms=started_ms,
+                    identity=caller.identity,
+                    model=resolved.model,
+                    streamed=pi.stream,
+                    credential_source=credential_source,
+                    attribution=attribution,
+                    outcome=outcome,
+                )
+            )
+            on_finish(generation_id, caller, outcome)
+
         call = UpstreamCall(
             model=resolved.model,
             context=pi.context,
@@ -226,7 +272,7 @@ def create_app(
             stream_fn=stream_fn,
             client=state["client"],
             timeouts=EventTimeouts.from_options(pi.options),
-            on_finish=lambda outcome: on_finish(generation_id, caller, outcome),
+            on_finish=finish,
         )
         ids = {"x-generation-id": generation_id, "x-request-id": generation_id, "request-id": generation_id}
         if not pi.stream:
@@ -252,6 +298,28 @@ def create_app(
         return json_response({"error": f"No route: {request.method} {request.url.path}"}, 404)
 
     return app
+
+
+class StripPathPrefix:
+    """Serve every route both at the root and under ``prefix`` (``/sidecar/v1/pi/stream`` = ``/v1/pi/stream``).
+
+    The AI Gateway client resolves ``/v1/generation``, ``/v1/credits`` and ``/v1/report`` against the origin of
+    its base URL, so those must keep answering at the root when the rest is reached through a prefix.
+    """
+
+    def __init__(self, app: ASGIApp, prefix: str) -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            path: str = scope["path"]
+            if path == self.prefix or path.startswith(self.prefix + "/"):
+                scope = {**scope, "path": path[len(self.prefix) :] or "/"}
+                raw: bytes | None = scope.get("raw_path")
+                if raw is not None and raw.startswith(self.prefix.encode()):
+                    scope["raw_path"] = raw[len(self.prefix) :] or b"/"
+        await self.app(scope, receive, send)
 
 
 def upstream_headers(request: Request, options: dict[str, Any]) -> dict[str, str]:

@@ -16,7 +16,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Settings
+from .config import Settings, Workload
 from .errors import ConfigError, Unauthorized
 
 _BEARER = re.compile(r"^Bearer\s+(.+)$", re.IGNORECASE)
@@ -25,7 +25,9 @@ _BEARER = re.compile(r"^Bearer\s+(.+)$", re.IGNORECASE)
 @dataclass(frozen=True, slots=True)
 class Caller:
     identity: str
-    """``bearer:<first 16 hex of sha256(token)>``: stable, not reversible."""
+    """``workload:<name>`` for a ``[[workloads]]`` token, else ``bearer:<first 16 hex of sha256(token)>``: stable,
+    not reversible. The ledger scopes lookups, reports and budgets by it."""
+    budget_usd: float | None = None
 
 
 def identity_of(token: str) -> str:
@@ -59,26 +61,53 @@ def read_or_create_token(path: Path, *, regenerate: bool = False) -> str:
 
 
 class BearerAuth:
-    def __init__(self, tokens: list[str]) -> None:
+    def __init__(self, tokens: list[tuple[str, Caller]]) -> None:
         if not tokens:
             raise ConfigError("no workload token configured")
-        self._tokens = [(t.encode(), identity_of(t)) for t in tokens]
+        seen: set[str] = set()
+        for token, caller in tokens:
+            if token in seen:
+                raise ConfigError(f"the token of {caller.identity} is also used by another workload")
+            seen.add(token)
+        self._tokens = [(t.encode(), caller) for t, caller in tokens]
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BearerAuth:
         token = settings.token or read_or_create_token(settings.token_path)
-        return cls([token])
+        tokens = [(token, Caller(identity_of(token), settings.budget_usd))]
+        for workload in settings.workloads:
+            budget = workload.budget_usd if workload.budget_usd is not None else settings.budget_usd
+            tokens.append((_read_workload_token(settings, workload), Caller(f"workload:{workload.name}", budget)))
+        return cls(tokens)
 
     def authenticate(self, authorization: str | None) -> Caller:
         match = _BEARER.match(authorization or "")
         if match is None:
             raise Unauthorized("unauthorized")
         presented = match.group(1).strip().encode()
-        found: str | None = None
+        found: Caller | None = None
         # Compare against every token so the time taken does not reveal which one (if any) matched.
-        for token, identity in self._tokens:
+        for token, caller in self._tokens:
             if hmac.compare_digest(presented, token):
-                found = identity
+                found = caller
         if found is None:
             raise Unauthorized("unauthorized")
-        return Caller(found)
+        return found
+
+
+def _read_workload_token(settings: Settings, workload: Workload) -> str:
+    location = workload.token_location
+    if location.startswith("env:"):
+        value = settings.environ.get(location[4:], "").strip()
+        if not value:
+            raise ConfigError(f"workload {workload.name}: environment variable {location[4:]} is not set")
+    else:
+        try:
+            value = Path(location[5:]).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"workload {workload.name}: cannot read {location[5:]}: {exc.strerror}") from None
+        if not value:
+            raise ConfigError(f"workload {workload.name}: {location[5:]} is empty")
+    if len(value) < 16:
+        raise ConfigError(f"workload {workload.name}: the token must be at least 16 characters")
+    return value

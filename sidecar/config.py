@@ -8,6 +8,7 @@ build settings from any mapping.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,20 @@ DEFAULT_HEARTBEAT_SECONDS = 15.0
 DEFAULT_KEYRING_SERVICE = "pi-sidecar"
 
 CREDENTIAL_SCHEMES = ("env:", "file:", "keyring:")
+BUDGET_PERIODS = ("day", "month", "total")
+DEFAULT_LEDGER_FLUSH_MS = 200
+DEFAULT_LEDGER_BATCH_SIZE = 256
+_WORKLOAD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A named workload bearer (``[[workloads]]``): its own identity in the ledger and, optionally, its own budget."""
+
+    name: str
+    token_location: str
+    """``env:NAME`` or ``file:PATH``; the token itself is read by ``auth`` at startup and never stored here."""
+    budget_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +66,25 @@ class Settings:
     catalog: Catalog = field(default_factory=lambda: build_catalog(load_builtin_catalog()))
     environ: Mapping[str, str] = field(default_factory=dict)
     config_path: Path | None = None
+    path_prefix: str = ""
+    """Also serve every route under this prefix (e.g. ``/sidecar``), for a proxy that does not strip it."""
+    ledger_url: str | None = field(default=None, repr=False)
+    """``postgresql://…`` selects the shared PostgreSQL ledger; ``None`` the SQLite file. May hold a password."""
+    ledger_path: Path | None = None
+    ledger_flush_interval: float = DEFAULT_LEDGER_FLUSH_MS / 1000
+    ledger_batch_size: int = DEFAULT_LEDGER_BATCH_SIZE
+    budget_usd: float | None = None
+    """Default USD budget of every bearer without its own (``[budget] usd``); ``None``: unlimited."""
+    budget_period: str = "month"
+    workloads: tuple[Workload, ...] = ()
 
     @property
     def token_path(self) -> Path:
         return self.token_file or self.home / "token"
+
+    @property
+    def ledger_file(self) -> Path:
+        return self.ledger_path or self.home / "ledger.db"
 
 
 def _table(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -155,7 +185,86 @@ def load_settings(
         catalog=catalog,
         environ=MappingProxyType(env),
         config_path=config_path,
+        path_prefix=_path_prefix(server, env),
+        **_ledger_settings(raw, env),
+        **_budget_settings(raw),
     )
     if settings.max_body_bytes <= 0:
         raise ConfigError("[server] max_body_bytes must be positive")
     return settings
+
+
+def _ledger_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    ledger = _table(raw, "ledger")
+    url = _typed(ledger, "url", str, "ledger") or env.get("SIDECAR_LEDGER_URL") or None
+    if url is not None:
+        url = _dereference(url, env, "[ledger] url")
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError("[ledger] url must be a postgresql:// URL (leave it out for the embedded SQLite ledger)")
+    path = _typed(ledger, "path", str, "ledger") or env.get("SIDECAR_LEDGER_PATH") or None
+    flush_ms = _typed(ledger, "flush_interval_ms", int, "ledger")
+    if flush_ms is not None and not 1 <= flush_ms <= 60_000:
+        raise ConfigError("[ledger] flush_interval_ms must be between 1 and 60000")
+    batch = _typed(ledger, "batch_size", int, "ledger")
+    if batch is not None and not 1 <= batch <= 10_000:
+        raise ConfigError("[ledger] batch_size must be between 1 and 10000")
+    return {
+        "ledger_url": url,
+        "ledger_path": Path(path).expanduser() if path else None,
+        "ledger_flush_interval": (flush_ms or DEFAULT_LEDGER_FLUSH_MS) / 1000,
+        "ledger_batch_size": batch or DEFAULT_LEDGER_BATCH_SIZE,
+    }
+
+
+def _budget_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
+    budget = _table(raw, "budget")
+    usd = _usd(budget, "usd", "budget")
+    period = _typed(budget, "period", str, "budget") or "month"
+    if period not in BUDGET_PERIODS:
+        raise ConfigError(f"[budget] period must be one of {', '.join(BUDGET_PERIODS)}, got {period!r}")
+    workloads: list[Workload] = []
+    entries = raw.get("workloads", [])
+    if not isinstance(entries, list) or not all(isinstance(e, Mapping) for e in entries):
+        raise ConfigError('workloads must be an array of tables: [[workloads]] name = …, token = "env:NAME"')
+    for n, entry in enumerate(entries):
+        where = f"workloads #{n + 1}"
+        name = _typed(entry, "name", str, where)
+        if not name or not _WORKLOAD_NAME.match(name):
+            raise ConfigError(f"[{where}] name must be 1-64 letters, digits, '.', '_' or '-', got {name!r}")
+        token = _typed(entry, "token", str, where)
+        if not token or not token.startswith(("env:", "file:")):
+            raise ConfigError(f"[{where}] ({name}) token must be env:NAME or file:PATH (never the token itself)")
+        if any(w.name == name for w in workloads):
+            raise ConfigError(f"[{where}] workload name {name!r} is used twice")
+        workloads.append(Workload(name, token, _usd(entry, "budget_usd", where)))
+    return {"budget_usd": usd, "budget_period": period, "workloads": tuple(workloads)}
+
+
+def _usd(table: Mapping[str, Any], key: str, where: str) -> float | None:
+    value = _typed(table, key, (int, float), where)
+    if value is not None and value < 0:
+        raise ConfigError(f"[{where}] {key} must not be negative")
+    return None if value is None else float(value)
+
+
+def _dereference(value: str, env: Mapping[str, str], where: str) -> str:
+    """``env:NAME`` / ``file:PATH`` indirection, so a secret-bearing value need not sit in the config file."""
+    if value.startswith("env:"):
+        name = value[4:]
+        if not env.get(name):
+            raise ConfigError(f"{where} names the environment variable {name}, which is not set")
+        return env[name].strip()
+    if value.startswith("file:"):
+        try:
+            return Path(value[5:]).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read {value[5:]}: {exc.strerror}") from None
+    return value
+
+
+def _path_prefix(server: Mapping[str, Any], env: Mapping[str, str]) -> str:
+    prefix = _typed(server, "path_prefix", str, "server") or env.get("SIDECAR_PATH_PREFIX") or ""
+    prefix = prefix.strip().rstrip("/")
+    if prefix and (not prefix.startswith("/") or any(c in prefix for c in "?#% ")):
+        raise ConfigError(f"[server] path_prefix must be a path like /sidecar, got {prefix!r}")
+    return prefix

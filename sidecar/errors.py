@@ -4,7 +4,11 @@
     ├── BadRequest                    400 invalid_request_error
     │   └── PayloadTooLarge           413 invalid_request_error
     ├── Unauthorized                  401 (body is the string ``{"error":"unauthorized"}``, as the reference server)
+    ├── InvalidToken                  401 authentication_error (the AI Gateway routes' form of Unauthorized)
+    ├── NotFound                      404 not_found (an unknown generation id)
     ├── UnknownModel                  404 invalid_request_error
+    ├── BudgetExceeded                429 rate_limit_exceeded (the caller's USD budget is spent)
+    ├── LedgerUnavailable             503 internal_server_error (the ledger database cannot be reached)
     ├── MissingCredential             401 authentication_error
     ├── ConfigError                   500 internal_error (bad config file / credential location; raised at startup)
     └── UpstreamError                 failures talking to the provider; once the stream has started they become
@@ -67,6 +71,26 @@ class PayloadTooLarge(BadRequest):
 class Unauthorized(SidecarError):
     status = 401
     type = "unauthorized"
+
+
+class InvalidToken(SidecarError):
+    status = 401
+    type = "authentication_error"
+
+
+class NotFound(SidecarError):
+    status = 404
+    type = "not_found"
+
+
+class BudgetExceeded(SidecarError):
+    status = 429
+    type = "rate_limit_exceeded"
+
+
+class LedgerUnavailable(SidecarError):
+    status = 503
+    type = "internal_server_error"
 
 
 class UnknownModel(SidecarError):

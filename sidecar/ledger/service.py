@@ -1,0 +1,150 @@
+"""The ledger as the app sees it: ``record()`` on the hot path, batched writes behind it, reads that see both.
+
+``record()`` only appends to an in-memory batch (no I/O, no await). A writer task commits the batch every
+``flush_interval`` seconds, or at once when ``batch_size`` rows are waiting. Lookups and budget checks consult the
+unwritten batch too, so a generation can be looked up the moment its stream ends. On a clean shutdown ``stop()``
+writes everything that is left; a crash loses at most the rows of the current window (plus any backlog that built
+up while the database was unreachable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from sidecar.errors import LedgerUnavailable
+
+from .record import GenerationRecord
+from .store import LedgerStore, ReportQuery
+
+log = logging.getLogger("sidecar.ledger")
+
+DEFAULT_FLUSH_INTERVAL = 0.2
+DEFAULT_BATCH_SIZE = 256
+DEFAULT_MAX_PENDING = 100_000
+"""Rows kept while the database is unreachable; beyond this the oldest are dropped (and counted) to bound memory."""
+_MAX_BACKOFF = 5.0
+
+
+class Ledger:
+    def __init__(
+        self,
+        store: LedgerStore,
+        *,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_pending: int = DEFAULT_MAX_PENDING,
+    ) -> None:
+        self.store = store
+        self.flush_interval = flush_interval
+        self.batch_size = batch_size
+        self.max_pending = max_pending
+        self._pending: dict[str, GenerationRecord] = {}  # insertion order = write order
+        self._wake = asyncio.Event()
+        self._write_lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.written = 0
+        self.dropped = 0
+        self.last_error: str | None = None
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def start(self) -> None:
+        await self.store.open()
+        self._task = asyncio.create_task(self._run(), name="ledger-writer")
+        log.info("ledger: %s", self.store.description)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Write what is pending (retrying for up to ``grace`` seconds), then close the store."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), grace)
+            except TimeoutError:
+                self._task.cancel()
+        if self._pending:
+            log.error("ledger: %d generation records could not be written before shutdown", len(self._pending))
+        await self.store.close()
+
+    # ----- the hot path -----------------------------------------------------------------------------------------
+
+    def record(self, record: GenerationRecord) -> None:
+        self._pending[record.id] = record
+        if len(self._pending) > self.max_pending:
+            oldest = next(iter(self._pending))
+            del self._pending[oldest]
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.error("ledger: backlog over %d rows; %d records dropped so far", self.max_pending, self.dropped)
+        if len(self._pending) >= self.batch_size:
+            self._wake.set()
+
+    # ----- reads ------------------------------------------------------------------------------------------------
+
+    async def get(self, identity: str, generation_id: str) -> GenerationRecord | None:
+        record = self._pending.get(generation_id)
+        if record is not None:
+            return record if record.identity == identity else None
+        return await self.store.get(identity, generation_id)
+
+    async def spent(self, identity: str, since_day: str) -> float:
+        stored = await self.store.spent(identity, since_day)
+        # Rows leave _pending only after their transaction committed, so a row is never missing from both; in the
+        # instant between the commit and the removal it is counted twice, which errs on the side of the budget.
+        pending = list(self._pending.values())
+        unwritten = sum(r.cost_total for r in pending if r.identity == identity and r.day >= since_day)
+        return stored + unwritten
+
+    async def report(self, identity: str, query: ReportQuery) -> list[dict[str, Any]]:
+        await self.flush()  # the report groups in SQL, so it must see this sidecar's unwritten rows there
+        return await self.store.report(identity, query)
+
+    # ----- writing ----------------------------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Write everything pending now; raises ``LedgerUnavailable`` when the database refuses."""
+        while self._pending:
+            await self._write_batch()
+
+    async def _write_batch(self) -> None:
+        async with self._write_lock:
+            batch = list(self._pending.values())[: self.batch_size]
+            if not batch:
+                return
+            await self.store.write(batch)
+            for record in batch:
+                self._pending.pop(record.id, None)
+            self.written += len(batch)
+            if self.last_error is not None:
+                log.warning("ledger: writing again after an outage (%d rows waiting)", len(self._pending))
+                self.last_error = None
+
+    async def _run(self) -> None:
+        backoff = self.flush_interval
+        while True:
+            if not self._stopping:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+                except TimeoutError:
+                    pass
+            self._wake.clear()
+            try:
+                await self.flush()
+                backoff = self.flush_interval
+            except LedgerUnavailable as exc:
+                if exc.message != self.last_error:
+                    log.error("ledger: %s; %d rows kept for retry", exc.message, len(self._pending))
+                self.last_error = exc.message
+                backoff = min(max(backoff * 2, 0.05), _MAX_BACKOFF)
+                if self._stopping:
+                    await asyncio.sleep(backoff)  # stop() bounds the retries with its timeout
+            except Exception:
+                log.exception("ledger: unexpected error while writing")
+                await asyncio.sleep(_MAX_BACKOFF)
+            if self._stopping and not self._pending:
+                return
