@@ -56,9 +56,12 @@ _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutErr
 
 def describe_url(url: str) -> str:
     """``postgresql host:port/db`` for logs: the user's password never appears."""
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    port = f":{parts.port}" if parts.port else ""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "localhost"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "postgresql (malformed URL)"
     return f"postgresql {host}{port}{parts.path or '/'}"
 
 

@@ -7,6 +7,7 @@ a committed batch survives a crash of the sidecar; only an OS crash or power los
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +44,7 @@ class SQLiteStore(LedgerStore):
         self.path = path
         self.description = f"sqlite {path}"
         self._db: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()  # one connection: its transactions must not interleave
 
     async def open(self) -> None:
         try:
@@ -84,7 +86,10 @@ class SQLiteStore(LedgerStore):
         return self._db
 
     async def write(self, records: Sequence[GenerationRecord]) -> None:
-        db = self._conn()
+        async with self._write_lock:
+            await self._write(self._conn(), records)
+
+    async def _write(self, db: aiosqlite.Connection, records: Sequence[GenerationRecord]) -> None:
         try:
             await db.execute("BEGIN IMMEDIATE")
             try:
