@@ -1,0 +1,1 @@
+"""Realtime (WebSocket) support: the normalized realtime protocol of the AI Gateway and its OpenAI translation."""
