@@ -77,7 +77,7 @@ class BearerAuth:
         tokens = [(token, Caller(identity_of(token), settings.budget_usd))]
         for workload in settings.workloads:
             budget = workload.budget_usd if workload.budget_usd is not None else settings.budget_usd
-            tokens.append((_read_workload_token(settings, workload), Caller(f"workload:{workload.name}", budget)))
+            tokens.append((workload_token(settings, workload), Caller(f"workload:{workload.name}", budget)))
         return cls(tokens)
 
     def authenticate(self, authorization: str | None) -> Caller:
@@ -95,7 +95,7 @@ class BearerAuth:
         return found
 
 
-def _read_workload_token(settings: Settings, workload: Workload) -> str:
+def workload_token(settings: Settings, workload: Workload) -> str:
     location = workload.token_location
     if location.startswith("env:"):
         value = settings.environ.get(location[4:], "").strip()

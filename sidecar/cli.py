@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import logging
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from . import __version__
-from .auth import read_or_create_token
+from .auth import read_or_create_token, workload_token
 from .config import Settings, load_settings
 from .credentials import CredentialStore, keyring_delete, keyring_set
 from .errors import ConfigError, SidecarError, redact
+from .ledger import store_for
 from .registry import ModelRegistry
 
 
@@ -46,7 +49,20 @@ def _known_secrets(settings: Settings, store: CredentialStore) -> list[str]:
     found = [c.value for p in settings.catalog.providers.values() if (c := store.resolve(p)) is not None]
     if settings.token:
         found.append(settings.token)
+    found.extend(workload_token(settings, w) for w in settings.workloads)
+    if settings.ledger_url:
+        found.append(settings.ledger_url)
+        password = urlsplit(settings.ledger_url).password
+        if password:
+            found.append(password)
     return found
+
+
+async def _check_ledger(settings: Settings) -> None:
+    """Open the ledger once before serving, so an unreachable database is one clear line, not a lifespan traceback."""
+    store = store_for(settings)
+    await store.open()
+    await store.close()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -57,6 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, host=args.host, port=args.port)
     store = CredentialStore(settings)
     _configure_logging(settings, _known_secrets(settings, store))
+    asyncio.run(_check_ledger(settings))
     app = create_app(settings)
     servable = sum(1 for _ in ModelRegistry(settings, store).servable())
     token_hint = "SIDECAR_TOKEN" if settings.token else str(settings.token_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -9,6 +10,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,6 +28,16 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """``serve`` installs its redacting handler on the root logger, bound to this test's (captured) stderr."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def test_token_is_created_once_with_private_permissions(clean_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -104,3 +116,38 @@ def test_serve_subprocess_streams_echo(clean_env: Path) -> None:
     assert "Application shutdown complete" in output
     assert f"on http://127.0.0.1:{port}" in output and "bearer from SIDECAR_TOKEN" in output
     assert "smoke-token-123" not in output
+
+
+def test_serve_with_an_unreachable_ledger_is_one_clear_line(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SIDECAR_TOKEN", "a-workload-token-0123456789")
+    monkeypatch.setenv("SIDECAR_LEDGER_URL", "postgresql://ledger:hunter2-secret@127.0.0.1:1/ledger")
+    assert cli.main(["serve", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sidecar: cannot connect to the ledger (postgresql 127.0.0.1:1/ledger)")
+    assert "Traceback" not in err and "hunter2" not in err
+
+
+@pytest.mark.parametrize(
+    ("config", "fragment"),
+    [
+        ('[ledger]\nurl = "mysql://x"\n', "[ledger] url must be a postgresql:// URL"),
+        ('[ledger]\nurl = "env:NOPE_NOT_SET"\n', "names the environment variable NOPE_NOT_SET, which is not set"),
+        ('[budget]\nperiod = "week"\n', "[budget] period must be one of day, month, total"),
+        ("[budget]\nusd = -1\n", "[budget] usd must not be negative"),
+        ('[[workloads]]\nname = "a b"\ntoken = "env:X"\n', "name must be 1-64 letters"),
+        ('[[workloads]]\nname = "ci"\ntoken = "literal-token-value"\n', "token must be env:NAME or file:PATH"),
+        ('[[workloads]]\nname = "ci"\ntoken = "env:CI_TOKEN_UNSET"\n', "CI_TOKEN_UNSET is not set"),
+        ('[server]\npath_prefix = "sidecar"\n', "path_prefix must be a path like /sidecar"),
+    ],
+)
+def test_ledger_and_workload_config_errors_name_the_setting(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], config: str, fragment: str
+) -> None:
+    monkeypatch.setenv("SIDECAR_TOKEN", "a-workload-token-0123456789")
+    path = clean_env / "sidecar.toml"
+    path.write_text(config)
+    assert cli.main(["serve", "--config", str(path), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err

@@ -15,12 +15,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +25,18 @@ from typing import Any
 import pytest
 
 from tests.fakeupstream import FakeUpstream, Reply, fixture_bytes
+from tests.interop.harness import (
+    BUN,
+    INTEROP_DIR,
+    Sidecar,
+    installed_version,
+    npm_install,
+    reset_upstream,
+    run_sidecar,
+)
 
 pytestmark = pytest.mark.interop
 
-INTEROP_DIR = Path(__file__).resolve().parent
-ROOT = INTEROP_DIR.parents[1]
-BUN = INTEROP_DIR / "node_modules" / ".bin" / "bun"
-PI_AI_PACKAGE = INTEROP_DIR / "node_modules" / "@oh-my-pi" / "pi-ai" / "package.json"
 PI_AI_VERSION = "18.2.3"
 BUN_VERSION = "1.4.5"
 DRIVER_TIMEOUT_S = 30
@@ -86,39 +87,14 @@ TEXT_RESPONSE_ID = "msg_013nnniYDrJDocdy5nrMU7cH"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Infrastructure: npm install, FakeUpstream, the sidecar process, the client driver
-
-
-def _npm(npm: str, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [npm, *args, "--no-audit", "--no-fund"]
-    return subprocess.run(cmd, cwd=INTEROP_DIR, capture_output=True, text=True, timeout=600, check=False)
+# Infrastructure: npm install, FakeUpstream, the sidecar process (tests/interop/harness.py), the client driver
 
 
 @pytest.fixture(scope="session")
 def bun() -> Path:
     """The Bun binary from tests/interop/node_modules, installed with ``npm ci`` from the lock file if missing."""
-    if not PI_AI_PACKAGE.exists() or not BUN.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail(
-                "npm is not on PATH: the interop suite needs Node.js/npm to install @oh-my-pi/pi-ai and Bun "
-                f"(cd {INTEROP_DIR} && npm ci)",
-                pytrace=False,
-            )
-        lock = (INTEROP_DIR / "package-lock.json").read_bytes()
-        proc = _npm(npm, "ci")
-        if proc.returncode != 0 and "Missing: @oh-my-pi/pi-natives-" in proc.stderr:
-            # npm/cli#9846 (npm >= 11.16): pi-natives lists optional platform packages that were never published;
-            # `npm install` skips them and omits them from the lock, then `npm ci` rejects that lock. Install from the
-            # same lock without rewriting it instead.
-            proc = _npm(npm, "install", "--no-save")
-            if (INTEROP_DIR / "package-lock.json").read_bytes() != lock:
-                pytest.fail("npm install rewrote tests/interop/package-lock.json; restore it from git")
-        if proc.returncode != 0:
-            pytest.fail(f"npm in {INTEROP_DIR} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    if not BUN.exists():
-        pytest.fail(f"{BUN} is missing after npm ci: the `bun` npm package did not provide a binary")
-    installed = json.loads(PI_AI_PACKAGE.read_text())["version"]
+    npm_install()
+    installed = installed_version("@oh-my-pi/pi-ai")
     assert installed == PI_AI_VERSION, f"node_modules has @oh-my-pi/pi-ai {installed}; run `npm ci` in {INTEROP_DIR}"
     version = subprocess.run([str(BUN), "--version"], capture_output=True, text=True, timeout=60, check=False)
     if version.returncode != 0 or version.stdout.strip() != BUN_VERSION:
@@ -141,98 +117,25 @@ def canaries() -> dict[str, str]:
     }
 
 
-@dataclass
-class Sidecar:
-    url: str
-    token: str
-    proc: subprocess.Popen[bytes]
-    stderr_path: Path
-    stdout_path: Path
-    _mark: int = 0
-
-    def log(self) -> str:
-        return self.stderr_path.read_text(errors="replace") + self.stdout_path.read_text(errors="replace")
-
-    def mark(self) -> None:
-        self._mark = self.stderr_path.stat().st_size
-
-    def log_since_mark(self) -> str:
-        with self.stderr_path.open("rb") as fh:
-            fh.seek(self._mark)
-            return fh.read().decode(errors="replace")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _healthz(url: str) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:
-            if resp.status == 200:
-                body: dict[str, Any] = json.loads(resp.read())
-                return body
-    except OSError:
-        pass
-    return None
-
-
 @pytest.fixture(scope="module")
 def sidecar(
     upstream: FakeUpstream, canaries: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Sidecar]:
-    work = tmp_path_factory.mktemp("sidecar")
-    home = work / "home"
-    home.mkdir()
-    config = work / "sidecar.toml"
-    config.write_text("[upstream]\nmax_retries = 0\n")
-    port = _free_port()
-    token = f"gw-{secrets.token_urlsafe(24)}"
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "LANG": "C.UTF-8",
-        "PYTHONUNBUFFERED": "1",
-        "HOME": str(home),
-        "SIDECAR_TOKEN": token,
         "ANTHROPIC_API_KEY": canaries["anthropic"],
         "ANTHROPIC_BASE_URL": upstream.url,
         "OPENAI_API_KEY": canaries["openai"],
         "OPENAI_BASE_URL": f"{upstream.url}/v1",
     }
-    stderr_path, stdout_path = work / "sidecar.stderr.log", work / "sidecar.stdout.log"
-    cmd = [sys.executable, "-m", "sidecar", "serve", "--config", str(config), "--host", "127.0.0.1"]
-    with stderr_path.open("wb") as err, stdout_path.open("wb") as out:
-        proc = subprocess.Popen([*cmd, "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=err)
-    sc = Sidecar(f"http://127.0.0.1:{port}", token, proc, stderr_path, stdout_path)
-    try:
-        deadline = time.monotonic() + 30
-        while (health := _healthz(sc.url)) is None:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(
-                    f"sidecar did not become healthy (exit code {proc.poll()}); command: {' '.join(cmd)}\n"
-                    f"--- stderr ---\n{stderr_path.read_text(errors='replace')}\n"
-                    f"--- stdout ---\n{stdout_path.read_text(errors='replace')}"
-                )
-            time.sleep(0.1)
-        assert health.get("ok") is True, health
+    token = f"gw-{secrets.token_urlsafe(24)}"
+    with run_sidecar(tmp_path_factory.mktemp("sidecar"), "[upstream]\nmax_retries = 0\n", token, env) as sc:
         yield sc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @pytest.fixture(autouse=True)
 def _fresh_upstream(upstream: FakeUpstream, sidecar: Sidecar) -> None:
     """Each scenario starts with no recorded requests, no leftover scripted replies and a fresh log mark."""
-    with upstream._lock:  # FakeUpstream has no public reset; its queue is shared by the module's scenarios
-        upstream._replies.clear()
-        upstream.received.clear()
+    reset_upstream(upstream)
     sidecar.mark()
 
 
