@@ -618,9 +618,10 @@ def start_sidecar(
     profile: str | None,
     profile_out: Path | None,
     what_if: list[str],
+    config_extra: str = "",
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
     config = workdir / "sidecar.toml"
-    config.write_text(CONFIG_TOML, encoding="utf-8")
+    config.write_text(CONFIG_TOML + config_extra.replace("\\n", "\n"), encoding="utf-8")
     log_path = workdir / "sidecar.log"
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -773,6 +774,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--python",
         default=str(VENV_PYTHON if VENV_PYTHON.exists() else sys.executable),
         help="interpreter for the mock upstream and the sidecar (default .venv/bin/python)",
+    )
+    p.add_argument(
+        "--config-extra",
+        default="",
+        help='TOML appended to the sidecar config, e.g. "[budget]\\nusd = 1e6" (a budget check on every request)',
     )
     p.add_argument("--sidecar-log-level", help="set SIDECAR_LOG_LEVEL for the sidecar (default: its own, info)")
     p.add_argument("--profile", choices=["cprofile", "sample"], help="run the sidecar under a profiler")
@@ -928,6 +934,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.profile,
                 profile_out,
                 args.what_if,
+                args.config_extra,
             )
             pids["sidecar"] = sidecar.pid
         for name in args.target_names:

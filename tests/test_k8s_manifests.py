@@ -53,6 +53,24 @@ def test_provider_keys_reach_only_the_sidecar_container(tmp_path: Path) -> None:
     assert str(settings.secrets_dir) == mount
 
 
+def test_the_ledger_lives_on_a_disk_volume_of_the_sidecar_only(tmp_path: Path) -> None:
+    (deployment,) = load("deployment.yaml")
+    pod = deployment["spec"]["template"]["spec"]
+    (sidecar,) = [c for c in pod["initContainers"] if c["name"] == "sidecar"]
+    (configmap,) = load("configmap.yaml")
+    config = tmp_path / "sidecar.toml"
+    config.write_text(configmap["data"]["sidecar.toml"])
+    settings = load_settings(config, {"HOME": str(tmp_path)})
+    assert settings.ledger_url is None  # SQLite unless the optional Secret provides a PostgreSQL URL
+    mount = next(m for m in sidecar["volumeMounts"] if settings.ledger_file.is_relative_to(m["mountPath"]))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert "emptyDir" in volume and volume["emptyDir"].get("medium") != "Memory" and not mount.get("readOnly")
+    (agent,) = pod["containers"]
+    assert mount["name"] not in {m["name"] for m in agent.get("volumeMounts", [])}
+    ledger_env = next(e for e in sidecar["env"] if e["name"] == "SIDECAR_LEDGER_URL")
+    assert ledger_env["valueFrom"]["secretKeyRef"]["optional"] is True  # a URL may hold a password: a Secret
+
+
 def test_network_policy_allows_only_dns_and_https_egress() -> None:
     (policy,) = load("networkpolicy.yaml")
     ports = sorted(p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from sidecar.errors import LedgerUnavailable
@@ -22,6 +23,9 @@ log = logging.getLogger("sidecar.ledger")
 
 DEFAULT_FLUSH_INTERVAL = 0.2
 DEFAULT_BATCH_SIZE = 256
+DEFAULT_SPEND_CACHE_SECONDS = 1.0
+"""How long a database spend total is reused by budget checks. This process's own spend is always counted at once;
+other replicas' spend on a shared ledger is seen within this window."""
 DEFAULT_MAX_PENDING = 100_000
 """Rows kept while the database is unreachable; beyond this the oldest are dropped (and counted) to bound memory."""
 _MAX_BACKOFF = 5.0
@@ -35,12 +39,19 @@ class Ledger:
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_pending: int = DEFAULT_MAX_PENDING,
+        spend_cache_seconds: float = DEFAULT_SPEND_CACHE_SECONDS,
     ) -> None:
         self.store = store
         self.flush_interval = flush_interval
         self.batch_size = batch_size
         self.max_pending = max_pending
         self._pending: dict[str, GenerationRecord] = {}  # insertion order = write order
+        # Per identity → day → USD: what is pending, and what this process committed (ever). With a cached database
+        # total they answer budget checks without a database round trip per request (see spent()).
+        self._unwritten: dict[str, dict[str, float]] = {}
+        self._committed: dict[str, dict[str, float]] = {}
+        self._spend_cache: dict[tuple[str, str], tuple[float, float, float]] = {}
+        self.spend_cache_seconds = spend_cache_seconds
         self._wake = asyncio.Event()
         self._write_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -75,9 +86,10 @@ class Ledger:
 
     def record(self, record: GenerationRecord) -> None:
         self._pending[record.id] = record
+        _add(self._unwritten, record, 1)
         if len(self._pending) > self.max_pending:
-            oldest = next(iter(self._pending))
-            del self._pending[oldest]
+            oldest = self._pending.pop(next(iter(self._pending)))
+            _add(self._unwritten, oldest, -1)
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.error("ledger: backlog over %d rows; %d records dropped so far", self.max_pending, self.dropped)
@@ -93,12 +105,22 @@ class Ledger:
         return await self.store.get(identity, generation_id)
 
     async def spent(self, identity: str, since_day: str) -> float:
-        stored = await self.store.spent(identity, since_day)
-        # Rows leave _pending only after their transaction committed, so a row is never missing from both; in the
-        # instant between the commit and the removal it is counted twice, which errs on the side of the budget.
-        pending = list(self._pending.values())
-        unwritten = sum(r.cost_total for r in pending if r.identity == identity and r.day >= since_day)
-        return stored + unwritten
+        """The identity's spend since ``since_day``: the database total (cached for ``spend_cache_seconds``), plus
+        what this process committed since that total was read, plus what it has not written yet.
+
+        A row committed while the total is being read may be counted twice, never zero times: errors go in the
+        budget's favour.
+        """
+        key = (identity, since_day)
+        cached = self._spend_cache.get(key)
+        now = time.monotonic()
+        if cached is None or now - cached[2] > self.spend_cache_seconds:
+            committed_before = _since(self._committed, identity, since_day)
+            cached = (await self.store.spent(identity, since_day), committed_before, now)
+            self._spend_cache[key] = cached
+        stored, committed_then, _ = cached
+        committed_since = _since(self._committed, identity, since_day) - committed_then
+        return stored + committed_since + _since(self._unwritten, identity, since_day)
 
     async def report(self, identity: str, query: ReportQuery) -> list[dict[str, Any]]:
         await self.flush()  # the report groups in SQL, so it must see this sidecar's unwritten rows there
@@ -118,7 +140,9 @@ class Ledger:
                 return
             await self.store.write(batch)
             for record in batch:
-                self._pending.pop(record.id, None)
+                if self._pending.pop(record.id, None) is not None:
+                    _add(self._committed, record, 1)
+                    _add(self._unwritten, record, -1)
             self.written += len(batch)
             if self.last_error is not None:
                 log.warning("ledger: writing again after an outage (%d rows waiting)", len(self._pending))
@@ -148,3 +172,12 @@ class Ledger:
                 await asyncio.sleep(_MAX_BACKOFF)
             if self._stopping and not self._pending:
                 return
+
+
+def _add(table: dict[str, dict[str, float]], record: GenerationRecord, sign: int) -> None:
+    days = table.setdefault(record.identity, {})
+    days[record.day] = days.get(record.day, 0.0) + sign * record.cost_total
+
+
+def _since(table: dict[str, dict[str, float]], identity: str, since_day: str) -> float:
+    return sum(cost for day, cost in table.get(identity, {}).items() if day >= since_day)

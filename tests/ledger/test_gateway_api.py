@@ -323,10 +323,11 @@ def test_two_sidecars_share_one_postgresql_ledger(upstream: FakeUpstream, tmp_pa
     with run_sidecar(environ, config) as a, run_sidecar(environ, config) as b:
         upstream.push(Reply.sse(fixture_bytes(TEXT_FIXTURE)), Reply.sse(fixture_bytes(TEXT_FIXTURE)))
         generation_id = stream(a, pi_body(SONNET, metadata={"user": "alice"}))
-        stream(a, pi_body(SONNET), THRIFTY)
+        thrifty_id = stream(a, pi_body(SONNET), THRIFTY)
         deadline = time.monotonic() + 5
-        while (found := lookup(b, generation_id)).status_code == 404 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        while lookup(b, thrifty_id, THRIFTY).status_code == 404 and time.monotonic() < deadline:
+            time.sleep(0.02)  # until replica a's batch window has passed and both rows are in PostgreSQL
+        found = lookup(b, generation_id)
         assert found.status_code == 200, found.text
         assert found.json()["data"]["total_cost"] == pytest.approx(FIXTURE_COST, abs=1e-12)
         refused = httpx.post(f"{b.url}/v1/pi/stream", json=pi_body(SONNET), headers=THRIFTY, timeout=10)

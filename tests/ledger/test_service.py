@@ -136,3 +136,27 @@ async def test_the_backlog_is_bounded(sqlite_path: Path) -> None:
         assert await ledger.get("bearer:a", rows[-1].id) == rows[-1]
     finally:
         await ledger.stop()
+
+
+async def test_budget_reads_count_own_spend_at_once_and_other_replicas_within_the_cache_window(pg_url: str) -> None:
+    mine = Ledger(PostgresStore(pg_url), flush_interval=60.0, spend_cache_seconds=0.3)
+    other = Ledger(PostgresStore(pg_url), flush_interval=60.0)
+    await mine.start()
+    await other.start()
+    try:
+        assert await mine.spent("bearer:a", "2026-11-01") == 0.0  # now cached for 0.3 s
+        mine.record(record("2026-11-09T10:00", "openai/gpt-4o", 0.5))
+        assert await mine.spent("bearer:a", "2026-11-01") == pytest.approx(0.5)  # pending, counted at once
+        await mine.flush()
+        assert await mine.spent("bearer:a", "2026-11-01") == pytest.approx(0.5)  # committed: still counted once
+        other.record(record("2026-11-09T11:00", "openai/gpt-4o", 2.0))
+        await other.flush()
+        assert await mine.spent("bearer:a", "2026-11-01") == pytest.approx(0.5)  # the cached total is reused...
+        await asyncio.sleep(0.35)
+        assert await mine.spent("bearer:a", "2026-11-01") == pytest.approx(2.5)  # ...until it expires
+        mine.record(record("2026-11-09T12:00", "openai/gpt-4o", 0.25))
+        await mine.flush()
+        assert await mine.spent("bearer:a", "2026-11-01") == pytest.approx(2.75)
+    finally:
+        await mine.stop()
+        await other.stop()
