@@ -32,6 +32,8 @@ from .ledger.budget import Budgets
 from .ledger.record import Attribution, now_ms, record_from_outcome
 from .providers import ADAPTERS
 from .providers.base import UpstreamCall
+from .realtime.routes import RealtimeGateway, realtime_router, realtime_socket_router
+from .realtime.tokens import store_for as token_store_for
 from .registry import ModelRegistry
 from .request import parse_request
 from .stream import EventTimeouts, Generation, Outcome
@@ -139,6 +141,9 @@ def create_app(
     auth = BearerAuth.from_settings(settings)
     ledger = ledger or ledger_for(settings)
     budgets = Budgets(ledger, settings.budget_period)
+    realtime = RealtimeGateway(
+        settings, auth, registry, token_store_for(settings.realtime.token_store_url), ledger, budgets
+    )
     state: dict[str, httpx.AsyncClient] = {}
 
     @asynccontextmanager
@@ -149,6 +154,7 @@ def create_app(
             proxy=settings.upstream_proxy,
         )
         await ledger.start()
+        await realtime.tokens.open()
         try:
             async with httpx.AsyncClient(
                 transport=upstream_transport, trust_env=False, follow_redirects=False
@@ -157,6 +163,7 @@ def create_app(
                 yield
         finally:
             state.clear()
+            await realtime.tokens.close()
             await ledger.stop()  # after the server stopped taking requests: every finished generation is written
 
     app = FastAPI(
@@ -202,6 +209,9 @@ def create_app(
         )
 
     app.include_router(gateway_router(auth, ledger, budgets, json_response))
+    app.include_router(realtime_router(realtime, json_response))
+    app.include_router(realtime_socket_router(realtime))
+    app.state.realtime = realtime
     if settings.path_prefix:
         app.add_middleware(StripPathPrefix, prefix=settings.path_prefix)
 

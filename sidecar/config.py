@@ -43,6 +43,24 @@ class Workload:
 
 
 @dataclass(frozen=True, slots=True)
+class RealtimeSettings:
+    """``[realtime]``: client-secret minting and the WebSocket relay."""
+
+    token_store_url: str | None = field(default=None, repr=False)
+    """``redis://…``: tokens shared by replicas; ``None``: in-memory (one process). May hold a password."""
+    default_ttl_seconds: int = 60
+    max_ttl_seconds: int = 600
+    """A mint asking for a longer ``expiresIn`` is refused (400), not silently shortened."""
+    max_frame_bytes: int = 2 * 1024 * 1024
+    max_session_seconds: float = 1800.0
+    idle_timeout_seconds: float = 300.0
+    max_sessions_per_bearer: int = 8
+    public_host: str | None = None
+    """A second listener serving only the realtime WebSocket and /healthz (for an Ingress); ``None``: off."""
+    public_port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
@@ -77,6 +95,7 @@ class Settings:
     """Default USD budget of every bearer without its own (``[budget] usd``); ``None``: unlimited."""
     budget_period: str = "month"
     workloads: tuple[Workload, ...] = ()
+    realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
 
     @property
     def token_path(self) -> Path:
@@ -188,6 +207,7 @@ def load_settings(
         path_prefix=_path_prefix(server, env),
         **_ledger_settings(raw, env),
         **_budget_settings(raw),
+        realtime=_realtime_settings(raw, env),
     )
     if settings.max_body_bytes <= 0:
         raise ConfigError("[server] max_body_bytes must be positive")
@@ -238,6 +258,43 @@ def _budget_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"[{where}] workload name {name!r} is used twice")
         workloads.append(Workload(name, token, _usd(entry, "budget_usd", where)))
     return {"budget_usd": usd, "budget_period": period, "workloads": tuple(workloads)}
+
+
+def _realtime_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> RealtimeSettings:
+    table = _table(raw, "realtime")
+    defaults = RealtimeSettings()
+
+    def number(key: str, low: float, high: float, kind: type | tuple[type, ...] = int) -> Any:
+        value = _typed(table, key, kind, "realtime")
+        if value is None:
+            return getattr(defaults, key)
+        if not low <= value <= high:
+            raise ConfigError(f"[realtime] {key} must be between {low:g} and {high:g}, got {value}")
+        return value
+
+    url = _typed(table, "token_store", str, "realtime") or env.get("SIDECAR_REALTIME_REDIS_URL") or None
+    if url is not None:
+        url = _dereference(url, env, "[realtime] token_store")
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("[realtime] token_store must be a redis:// URL (leave it out for the in-memory store)")
+    public_port = _typed(table, "public_port", int, "realtime")
+    public_host = _typed(table, "public_host", str, "realtime")
+    if (public_port is None) != (public_host is None):
+        raise ConfigError("[realtime] public_host and public_port go together (the public realtime listener)")
+    settings = RealtimeSettings(
+        token_store_url=url,
+        default_ttl_seconds=number("default_ttl_seconds", 1, 3600),
+        max_ttl_seconds=number("max_ttl_seconds", 1, 3600),
+        max_frame_bytes=number("max_frame_bytes", 1024, 64 * 1024 * 1024),
+        max_session_seconds=float(number("max_session_seconds", 1, 24 * 3600, (int, float))),
+        idle_timeout_seconds=float(number("idle_timeout_seconds", 1, 24 * 3600, (int, float))),
+        max_sessions_per_bearer=number("max_sessions_per_bearer", 1, 10_000),
+        public_host=public_host,
+        public_port=public_port,
+    )
+    if settings.default_ttl_seconds > settings.max_ttl_seconds:
+        raise ConfigError("[realtime] default_ttl_seconds must not exceed max_ttl_seconds")
+    return settings
 
 
 def _usd(table: Mapping[str, Any], key: str, where: str) -> float | None:

@@ -5,10 +5,15 @@
     │   └── PayloadTooLarge           413 invalid_request_error
     ├── Unauthorized                  401 (body is the string ``{"error":"unauthorized"}``, as the reference server)
     ├── InvalidToken                  401 authentication_error (the AI Gateway routes' form of Unauthorized)
+    ├── Forbidden                     403 forbidden (a realtime client secret used for another model)
     ├── NotFound                      404 not_found (an unknown generation id)
+    ├── ModelNotFound                 404 model_not_found (the AI Gateway routes' form of UnknownModel)
+    ├── FailedDependency              424 failed_dependency (the AI Gateway routes' form of MissingCredential)
     ├── UnknownModel                  404 invalid_request_error
     ├── BudgetExceeded                429 rate_limit_exceeded (the caller's USD budget is spent)
+    ├── TooManySessions               429 rate_limit_exceeded (realtime sessions per bearer)
     ├── LedgerUnavailable             503 internal_server_error (the ledger database cannot be reached)
+    ├── TokenStoreUnavailable         503 internal_server_error (the realtime token store cannot be reached)
     ├── MissingCredential             401 authentication_error
     ├── ConfigError                   500 internal_error (bad config file / credential location; raised at startup)
     └── UpstreamError                 failures talking to the provider; once the stream has started they become
@@ -83,12 +88,37 @@ class NotFound(SidecarError):
     type = "not_found"
 
 
+class Forbidden(SidecarError):
+    status = 403
+    type = "forbidden"
+
+
+class ModelNotFound(SidecarError):
+    status = 404
+    type = "model_not_found"
+
+
+class FailedDependency(SidecarError):
+    status = 424
+    type = "failed_dependency"
+
+
+class TooManySessions(SidecarError):
+    status = 429
+    type = "rate_limit_exceeded"
+
+
 class BudgetExceeded(SidecarError):
     status = 429
     type = "rate_limit_exceeded"
 
 
 class LedgerUnavailable(SidecarError):
+    status = 503
+    type = "internal_server_error"
+
+
+class TokenStoreUnavailable(SidecarError):
     status = 503
     type = "internal_server_error"
 

@@ -78,6 +78,8 @@ class ModelSpec:
     input: tuple[str, ...] = ("text",)
     compat: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    audio_pricing: Pricing | None = None
+    """Realtime models: audio token rates (input, output, cacheRead); ``pricing`` then holds the text rates."""
 
     @property
     def full_id(self) -> str:
@@ -98,6 +100,7 @@ class CatalogModel:
     input: tuple[str, ...]
     compat: Mapping[str, Any]
     api: str | None = None
+    audio_pricing: Pricing | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +163,7 @@ def build_catalog(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = 
                 f'[models."{full_id}"]: unknown provider {provider!r}; add a [providers.{provider}] table'
             )
         pricing = Pricing.parse(m["cost"], f'[models."{full_id}"]') if "cost" in m else None
+        audio = Pricing.parse(m["audio_cost"], f'[models."{full_id}"] audio_cost') if "audio_cost" in m else None
         models[full_id] = CatalogModel(
             provider=provider,
             id=model_id,
@@ -171,6 +175,7 @@ def build_catalog(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = 
             input=tuple(m.get("input", ["text"])),
             compat=MappingProxyType(dict(m.get("compat", {}))),
             api=m.get("api"),
+            audio_pricing=audio,
         )
     return Catalog(providers=MappingProxyType(providers), models=MappingProxyType(models))
 
@@ -200,4 +205,5 @@ def model_spec(provider: ProviderSpec, model_id: str, row: CatalogModel | None, 
         input=row.input,
         compat=MappingProxyType({**provider.compat, **row.compat}) if row.compat else provider.compat,
         headers=provider.headers,
+        audio_pricing=row.audio_pricing,
     )

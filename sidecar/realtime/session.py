@@ -1,0 +1,352 @@
+"""One realtime session: a browser socket (normalized AI SDK events) relayed to OpenAI's Realtime API.
+
+The browser speaks the normalized protocol; each frame is translated with ``mapping`` (normalized → OpenAI on the
+way up, OpenAI → normalized with ``raw`` on the way down). The provider key goes only into the upstream handshake's
+``Authorization`` header. Every ``response.done`` is priced from the catalog (text and audio rates) and recorded in
+the ledger as a generation; its id is added to the browser's ``response-done`` event as ``generationId``.
+
+Either side closing closes the other:
+
+    browser closes                   → upstream closed with 1000
+    upstream closes cleanly          → browser closed with the same code (1000)
+    upstream fails / drops           → normalized ``error`` event, then browser closed with 1011
+    a browser frame over the limit   → ``error`` event, then both closed with 1009
+    idle timeout / session too long  → ``error`` event, then both closed with 1008
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from ulid import ULID
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from sidecar.auth import Caller
+from sidecar.config import RealtimeSettings
+from sidecar.errors import BadRequest, BudgetExceeded, LedgerUnavailable, redact
+from sidecar.ledger.budget import Budgets
+from sidecar.ledger.record import Attribution, GenerationRecord, now_ms
+from sidecar.ledger.service import Ledger
+from sidecar.models import ModelSpec, Pricing
+
+from .mapping import RealtimeEventError, from_openai, gateway_options, to_openai, usage_from_response_done
+
+log = logging.getLogger("sidecar.realtime")
+
+UPSTREAM_MAX_FRAME = 16 * 1024 * 1024  # what OpenAI sends (audio deltas) is trusted; only the browser side is limited
+_STATUS_REASONS = {"completed": "stop", "cancelled": "aborted", "incomplete": "length", "failed": "error"}
+_FIRST_OUTPUT = frozenset(
+    {
+        "response.output_text.delta",
+        "response.output_audio.delta",
+        "response.output_audio_transcript.delta",
+        "response.function_call_arguments.delta",
+        "response.text.delta",
+        "response.audio.delta",
+        "response.audio_transcript.delta",
+    }
+)
+
+
+def realtime_url(model: ModelSpec) -> str:
+    """``https://api.openai.com/v1`` → ``wss://api.openai.com/v1/realtime?model=<id>``."""
+    parts = urlsplit(model.base_url)
+    scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
+    path = parts.path.rstrip("/") + "/realtime"
+    return urlunsplit((scheme, parts.netloc, path, f"model={quote(model.id, safe='')}", ""))
+
+
+def error_event(message: str, code: str) -> dict[str, Any]:
+    return {"type": "error", "message": message, "code": code, "raw": None}
+
+
+@dataclass(slots=True)
+class _Response:
+    generation_id: str
+    created_ms: int
+    started: float
+    first_output: float | None = None
+
+
+@dataclass
+class RealtimeSession:
+    browser: WebSocket
+    model: ModelSpec
+    api_key: str | None
+    credential_source: str | None
+    caller: Caller
+    ledger: Ledger
+    budgets: Budgets
+    limits: RealtimeSettings
+    proxy: str | None = None
+    connector: Callable[..., Any] = connect
+    attribution: Attribution = field(default_factory=Attribution)
+    _responses: dict[str, _Response] = field(default_factory=dict)
+    _last_activity: float = field(default_factory=time.monotonic)
+    _configured: bool = False
+    _closing: bool = False
+    """Set when the sidecar closes the upstream itself, so its closing is not reported as an upstream failure."""
+
+    async def run(self) -> None:
+        """Relay until either side ends; the browser socket has already been accepted."""
+        try:
+            upstream = await self._connect()
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            await self._fail_browser(self._connect_error(exc), "upstream_unavailable", 1011)
+            return
+        async with upstream:
+            tasks = {
+                asyncio.create_task(self._browser_to_upstream(upstream), name="realtime-up"),
+                asyncio.create_task(self._upstream_to_browser(upstream), name="realtime-down"),
+                asyncio.create_task(self._watchdog(upstream), name="realtime-watchdog"),
+            }
+            try:
+                done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            for task in done:
+                failure = None if task.cancelled() else task.exception()
+                if failure is not None:
+                    log.error("realtime relay failed: %s", type(failure).__name__)
+                    await self._fail_browser("internal error in the sidecar's realtime relay", "internal_error", 1011)
+        self._record_unfinished()
+
+    # ----- the two directions ---------------------------------------------------------------------------------------
+
+    async def _connect(self) -> ClientConnection:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        headers.update(self.model.headers)
+        conn: ClientConnection = await self.connector(
+            realtime_url(self.model),
+            additional_headers=headers,
+            max_size=UPSTREAM_MAX_FRAME,
+            open_timeout=15,
+            proxy=self.proxy,
+            user_agent_header="pi-sidecar",
+        )
+        return conn
+
+    def _connect_error(self, exc: BaseException) -> str:
+        if isinstance(exc, InvalidStatus):
+            status = exc.response.status_code
+            body = redact(exc.response.body.decode(errors="replace"), (self.api_key or "",))[:500]
+            return f"upstream {self.model.provider} refused the realtime connection: {status} {body}".strip()
+        return f"upstream {self.model.provider} realtime connection failed ({type(exc).__name__})"
+
+    async def _browser_to_upstream(self, upstream: ClientConnection) -> None:
+        while True:
+            try:
+                message = await self.browser.receive()
+            except WebSocketDisconnect:
+                break
+            if message["type"] == "websocket.disconnect":
+                break
+            self._last_activity = time.monotonic()
+            text = message.get("text")
+            raw = text.encode() if text is not None else message.get("bytes") or b""
+            if len(raw) > self.limits.max_frame_bytes:
+                await self._send(
+                    error_event(
+                        f"frame of {len(raw)} bytes is over the {self.limits.max_frame_bytes}-byte limit",
+                        "frame_too_large",
+                    )
+                )
+                self._closing = True
+                await upstream.close(1009, "client frame too large")
+                await self._close_browser(1009, "frame too large")
+                return
+            outgoing = await self._translate_up(raw)
+            if outgoing is not None:
+                await upstream.send(orjson.dumps(outgoing).decode())
+        self._closing = True
+        await upstream.close(1000, "client closed")
+
+    async def _translate_up(self, raw: bytes) -> dict[str, Any] | None:
+        """The OpenAI event for one browser frame, or ``None`` (dropped, or answered with an ``error`` event)."""
+        try:
+            event = orjson.loads(raw)
+            if not isinstance(event, dict):
+                raise RealtimeEventError("a client event must be a JSON object with a `type`")
+            if event.get("type") == "session-update" and isinstance(event.get("config"), dict):
+                self._take_attribution(event["config"])
+            if event.get("type") == "response-create":
+                await self.budgets.check(self.caller)
+            return to_openai(event, self.model.id)
+        except orjson.JSONDecodeError:
+            await self._send(error_event("client frame is not JSON", "invalid_event"))
+        except RealtimeEventError as exc:
+            await self._send(error_event(str(exc), "invalid_event"))
+        except BadRequest as exc:
+            await self._send(error_event(exc.message, "invalid_event"))
+        except BudgetExceeded as exc:
+            await self._send(error_event(exc.message, exc.type))
+        except LedgerUnavailable as exc:
+            await self._send(error_event(exc.message, "ledger_unavailable"))
+        return None
+
+    def _take_attribution(self, config: dict[str, Any]) -> None:
+        # The gateway options of the first session-update attribute the whole session (later ones may refine it).
+        options = gateway_options(config)
+        if options or not self._configured:
+            self.attribution = Attribution.from_gateway_options(options, "config.providerOptions.gateway")
+        self._configured = True
+
+    async def _upstream_to_browser(self, upstream: ClientConnection) -> None:
+        try:
+            async for frame in upstream:
+                self._last_activity = time.monotonic()
+                try:
+                    event = orjson.loads(frame)
+                except orjson.JSONDecodeError:
+                    log.warning("realtime: upstream sent a frame that is not JSON (%d bytes); dropped", len(frame))
+                    continue
+                if not isinstance(event, dict):
+                    continue
+                normalized = from_openai(event)
+                self._track(event, normalized)
+                await self._send(normalized)
+        except ConnectionClosed as exc:
+            if self._closing:
+                return
+            await self._fail_browser(
+                f"upstream {self.model.provider} realtime connection lost ({exc.rcvd.code if exc.rcvd else 1006})",
+                "upstream_disconnected",
+                1011,
+            )
+            return
+        code = upstream.close_code or 1000
+        await self._close_browser(code if code in (1000, 1001) else 1011, upstream.close_reason or "")
+
+    async def _watchdog(self, upstream: ClientConnection) -> None:
+        deadline = time.monotonic() + self.limits.max_session_seconds
+        while True:
+            now = time.monotonic()
+            idle_until = self._last_activity + self.limits.idle_timeout_seconds
+            if now >= deadline:
+                reason = f"session reached its maximum duration ({self.limits.max_session_seconds:g} s)"
+                break
+            if now >= idle_until:
+                reason = f"no frames for {self.limits.idle_timeout_seconds:g} s"
+                break
+            await asyncio.sleep(min(deadline, idle_until) - now)
+        await self._send(error_event(reason, "session_limit"))
+        self._closing = True
+        await upstream.close(1000, "session limit")
+        await self._close_browser(1008, reason[:120])
+
+    # ----- usage → ledger ---------------------------------------------------------------------------------------
+
+    def _track(self, event: dict[str, Any], normalized: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "response.created":
+            response_id = str(_get(event, "response", "id") or "")
+            self._responses[response_id] = _Response(f"gen_{ULID()}", now_ms(), time.perf_counter())
+        elif kind in _FIRST_OUTPUT:
+            tracked = self._responses.get(str(event.get("response_id") or ""))
+            if tracked is not None and tracked.first_output is None:
+                tracked.first_output = time.perf_counter()
+        elif kind == "response.done":
+            response_id = str(_get(event, "response", "id") or "")
+            tracked = self._responses.pop(response_id, None)
+            if tracked is None:  # no response.created seen (the docs' examples do not chain ids): start now
+                tracked = _Response(f"gen_{ULID()}", now_ms(), time.perf_counter())
+            status = str(_get(event, "response", "status") or "completed")
+            record = self._record(tracked, usage_from_response_done(event) or {}, status, response_id)
+            normalized["generationId"] = record.id
+
+    def _record(self, tracked: _Response, usage: dict[str, Any], status: str, response_id: str) -> GenerationRecord:
+        now = time.perf_counter()
+        reason = _STATUS_REASONS.get(status, "stop")
+        record = GenerationRecord(
+            id=tracked.generation_id,
+            created_at_ms=tracked.created_ms,
+            identity=self.caller.identity,
+            model=self.model.full_id,
+            provider=self.model.provider,
+            api=self.model.api,
+            streamed=True,
+            finish_reason=reason,
+            ttft_ms=(tracked.first_output - tracked.started) * 1000 if tracked.first_output is not None else None,
+            generation_ms=(now - tracked.started) * 1000,
+            credential_source=self.credential_source,
+            user=self.attribution.user,
+            tags=self.attribution.tags,
+            quota_entity_id=self.attribution.quota_entity_id,
+            upstream_response_id=response_id or None,
+            upstream_model=self.model.id,
+            error_type="upstream_error" if reason == "error" else ("request_aborted" if reason == "aborted" else None),
+        )
+        price_usage(record, usage, self.model.pricing, self.model.audio_pricing)
+        self.ledger.record(record)
+        return record
+
+    def _record_unfinished(self) -> None:
+        """Responses still running when the session ended are recorded as aborted (their usage never arrived)."""
+        for response_id, tracked in list(self._responses.items()):
+            self._record(tracked, {}, "cancelled", response_id)
+        self._responses.clear()
+
+    # ----- browser side -----------------------------------------------------------------------------------------
+
+    async def _send(self, event: dict[str, Any]) -> None:
+        try:
+            await self.browser.send_text(orjson.dumps(event).decode())
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass  # the browser is gone; its side of the relay ends on its own
+
+    async def _close_browser(self, code: int, reason: str = "") -> None:
+        try:
+            await self.browser.close(code, reason)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass  # already closed
+
+    async def _fail_browser(self, message: str, code: str, close_code: int) -> None:
+        await self._send(error_event(message, code))
+        await self._close_browser(close_code, message[:120])
+
+
+def price_usage(record: GenerationRecord, usage: dict[str, Any], text: Pricing | None, audio: Pricing | None) -> None:
+    """Fill the record's tokens and cost from a normalized realtime usage (input buckets include cached tokens)."""
+
+    def n(key: str) -> int:
+        value = usage.get(key)
+        return value if isinstance(value, int) else 0
+
+    cached_text, cached_audio = n("cachedInputTextTokens"), n("cachedInputAudioTokens")
+    cached = n("cachedInputTokens") or cached_text + cached_audio
+    text_in, audio_in = n("inputTextTokens"), n("inputAudioTokens")
+    if not text_in and not audio_in:  # no split reported: treat it all as text
+        text_in = n("inputTokens")
+    text_out, audio_out = n("outputTextTokens"), n("outputAudioTokens")
+    if not text_out and not audio_out:
+        text_out = n("outputTokens")
+    if cached and not cached_text and not cached_audio:
+        cached_text = cached
+    record.input_tokens = max(n("inputTokens") or text_in + audio_in, text_in + audio_in) - cached
+    record.cache_read_tokens = cached
+    record.output_tokens = n("outputTokens") or text_out + audio_out
+    t = text or Pricing(0.0, 0.0)
+    a = audio or t
+    record.cost_input = ((text_in - cached_text) * t.input + (audio_in - cached_audio) * a.input) / 1e6
+    record.cost_cache_read = (cached_text * t.cache_read + cached_audio * a.cache_read) / 1e6
+    record.cost_output = (text_out * t.output + audio_out * a.output) / 1e6
+    record.cost_total = record.cost_input + record.cost_cache_read + record.cost_output
+
+
+def _get(obj: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
