@@ -310,6 +310,28 @@ def create_app(
     return app
 
 
+def create_public_app(private: FastAPI) -> FastAPI:
+    """The optional public listener (``[realtime] public_host/public_port``): only the realtime WebSocket and
+    ``/healthz``, for exposure through an Ingress. The mint, the lookups and ``/v1/pi/stream`` stay private.
+
+    It shares the private app's token store and ledger, whose lifecycle the private app's lifespan owns.
+    """
+    realtime: RealtimeGateway = private.state.realtime
+    app = FastAPI(title="pi-sidecar (public)", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return json_response({"ok": True, "version": __version__})
+
+    app.include_router(realtime_socket_router(realtime))
+
+    @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+    async def no_route(request: Request, path: str) -> Response:
+        return json_response({"error": f"No route: {request.method} {request.url.path}"}, 404)
+
+    return app
+
+
 class StripPathPrefix:
     """Serve every route both at the root and under ``prefix`` (``/sidecar/v1/pi/stream`` = ``/v1/pi/stream``).
 

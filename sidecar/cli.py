@@ -8,6 +8,7 @@ import getpass
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from . import __version__
@@ -17,6 +18,9 @@ from .credentials import CredentialStore, keyring_delete, keyring_set
 from .errors import ConfigError, SidecarError, redact
 from .ledger import store_for
 from .registry import ModelRegistry
+
+if TYPE_CHECKING:
+    import uvicorn
 
 
 class RedactingFilter(logging.Filter):
@@ -68,7 +72,7 @@ async def _check_ledger(settings: Settings) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import create_app
+    from .app import create_app, create_public_app
 
     settings = load_settings(args.config, host=args.host, port=args.port)
     store = CredentialStore(settings)
@@ -85,7 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         servable,
         token_hint,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -94,8 +98,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # Long keep-alive: closing a kept-alive socket under Bun's fetch gave ECONNRESET (protocol §14.4).
         timeout_keep_alive=75,
         server_header=False,
+        ws_max_size=settings.realtime.max_frame_bytes + 1,  # the relay reports an oversize frame itself
     )
+    rt = settings.realtime
+    if rt.public_host is None or rt.public_port is None:
+        uvicorn.Server(config).run()
+        return 0
+    public = uvicorn.Config(
+        create_public_app(app),
+        host=rt.public_host,
+        port=rt.public_port,
+        log_config=None,
+        access_log=args.access_log,
+        lifespan="off",
+        server_header=False,
+        ws_max_size=settings.realtime.max_frame_bytes + 1,
+    )
+    logging.getLogger("sidecar").info("public realtime listener on http://%s:%d", rt.public_host, rt.public_port)
+    asyncio.run(_serve_both(uvicorn.Server(config), uvicorn.Server(public)))
     return 0
+
+
+async def _serve_both(private: uvicorn.Server, public: uvicorn.Server) -> None:
+    """Run the private and the public listener in one loop; when either stops (a signal reaches only the last
+    server's handler), the other is told to stop too."""
+    private_task = asyncio.create_task(private.serve())
+    # uvicorn exposes only a `started` flag, no event: poll it. The private lifespan opens the ledger and token store.
+    while not private.started and not private_task.done():  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    public_task = asyncio.create_task(public.serve())
+    await asyncio.wait({private_task, public_task}, return_when=asyncio.FIRST_COMPLETED)
+    private.should_exit = public.should_exit = True
+    await asyncio.gather(private_task, public_task)
 
 
 def cmd_token(args: argparse.Namespace) -> int:

@@ -225,6 +225,8 @@ class RealtimeSession:
                 1011,
             )
             return
+        if self._closing:
+            return  # the sidecar closed the upstream itself and closes the browser with its own code
         code = upstream.close_code or 1000
         await self._close_browser(code if code in (1000, 1001) else 1011, upstream.close_reason or "")
 

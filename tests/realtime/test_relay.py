@@ -261,3 +261,36 @@ def test_missing_credentials_and_model_are_refused_at_the_upgrade(sidecar: Runni
     with pytest.raises(InvalidStatus) as no_model:
         connect(f"ws://127.0.0.1:{sidecar.port}/realtime-model", additional_headers=HEADERS, open_timeout=5)
     assert no_model.value.response.status_code == 400
+
+
+def test_an_idle_session_is_closed_with_a_reason(realtime_upstream: FakeRealtime, tmp_path: Path) -> None:
+    with start(realtime_upstream, tmp_path, CONFIG + "idle_timeout_seconds = 1\n") as sidecar:
+        token = mint(sidecar).json()["token"]
+        with browser(sidecar, token) as ws:
+            assert json.loads(ws.recv(timeout=5))["type"] == "session-created"
+            error = json.loads(ws.recv(timeout=5))
+            assert error["code"] == "session_limit" and "no frames for 1 s" in error["message"]
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=5)
+            assert ws.close_code == 1008
+        (upstream,) = realtime_upstream.wait_closed()
+        assert upstream.close_code == 1000
+
+
+def test_sessions_per_bearer_are_limited(realtime_upstream: FakeRealtime, tmp_path: Path) -> None:
+    with start(realtime_upstream, tmp_path, CONFIG + "max_sessions_per_bearer = 1\n") as sidecar:
+        with browser(sidecar, mint(sidecar).json()["token"]) as ws:
+            assert json.loads(ws.recv(timeout=5))["type"] == "session-created"
+            with pytest.raises(InvalidStatus) as refused:
+                browser(sidecar, mint(sidecar).json()["token"])
+            assert refused.value.response.status_code == 429
+            assert "already has 1 realtime sessions open" in json.loads(refused.value.response.body)["error"]["message"]
+        deadline = time.monotonic() + 5
+        while True:  # the slot frees when the first session has wound down
+            try:
+                with browser(sidecar, mint(sidecar).json()["token"]) as again:
+                    assert json.loads(again.recv(timeout=5))["type"] == "session-created"
+                break
+            except InvalidStatus:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
