@@ -131,6 +131,9 @@ def create_app(
 ) -> FastAPI:
     """``on_finish`` observes every generation once (after it is handed to the ledger); tests inject ``transport``
     and may pass their own ``ledger``."""
+    # uvicorn hands its "uvicorn.error" logger to websockets, which logs every handshake header at DEBUG (the realtime
+    # client secret rides in Sec-WebSocket-Protocol) and every frame (the user's words). Never below INFO.
+    logging.getLogger("uvicorn.error").setLevel(logging.INFO)
     credentials = CredentialStore(settings)
     credentials.check_locations()
     registry = ModelRegistry(settings, credentials)

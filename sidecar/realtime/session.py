@@ -41,6 +41,10 @@ from sidecar.models import ModelSpec, Pricing
 from .mapping import RealtimeEventError, from_openai, gateway_options, to_openai, usage_from_response_done
 
 log = logging.getLogger("sidecar.realtime")
+# websockets logs the handshake headers (with the provider key) and every frame (the user's words and audio) at
+# DEBUG. Its logger for our upstream connections never goes below INFO, whatever the sidecar's log level.
+_UPSTREAM_WS_LOG = logging.getLogger("sidecar.realtime.upstream")
+_UPSTREAM_WS_LOG.setLevel(logging.INFO)
 
 UPSTREAM_MAX_FRAME = 16 * 1024 * 1024  # what OpenAI sends (audio deltas) is trusted; only the browser side is limited
 _STATUS_REASONS = {"completed": "stop", "cancelled": "aborted", "incomplete": "length", "failed": "error"}
@@ -134,6 +138,7 @@ class RealtimeSession:
             open_timeout=15,
             proxy=self.proxy,
             user_agent_header="pi-sidecar",
+            logger=_UPSTREAM_WS_LOG,
         )
         return conn
 

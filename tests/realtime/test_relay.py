@@ -7,6 +7,7 @@ builds; the sidecar relays to FakeRealtime, which replays OpenAI's documented GA
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,8 +94,9 @@ def text_turn(ws: ClientConnection, opened: bool = True) -> list[dict[str, Any]]
 
 
 def test_a_minted_secret_opens_a_relayed_text_turn_priced_into_the_ledger(
-    sidecar: RunningSidecar, realtime_upstream: FakeRealtime
+    sidecar: RunningSidecar, realtime_upstream: FakeRealtime, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     minted = mint(sidecar, expiresIn=60)
     assert minted.status_code == 200, minted.text
     body = minted.json()
@@ -133,6 +135,13 @@ def test_a_minted_secret_opens_a_relayed_text_turn_priced_into_the_ledger(
     )
     assert (data["user"], data["tags"]) == ("carol", ["voice", "demo"])
     assert data["finish_reason"] == "stop"
+    # Neither the key, the bearer nor the client secret is logged by the sidecar or the libraries it runs. Records of
+    # the test's own peers are left out: the fake upstream ("websockets.server") and the browser ("websockets.client")
+    # log the headers they exchange; the sidecar's upstream connection logs as "sidecar.realtime.upstream".
+    logged = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("websockets."))
+    for secret in (OPENAI_CANARY, TOKEN, token):
+        assert secret not in logged
+    assert "realtime session for bearer:" in logged
 
 
 def test_a_secret_is_single_use(sidecar: RunningSidecar, realtime_upstream: FakeRealtime) -> None:
