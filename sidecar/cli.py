@@ -17,6 +17,7 @@ from .config import Settings, load_settings
 from .credentials import CredentialStore, keyring_delete, keyring_set
 from .errors import ConfigError, SidecarError, redact
 from .ledger import store_for
+from .realtime.tokens import store_for as token_store_for
 from .registry import ModelRegistry
 
 if TYPE_CHECKING:
@@ -54,19 +55,21 @@ def _known_secrets(settings: Settings, store: CredentialStore) -> list[str]:
     if settings.token:
         found.append(settings.token)
     found.extend(workload_token(settings, w) for w in settings.workloads)
-    if settings.ledger_url:
-        found.append(settings.ledger_url)
-        password = urlsplit(settings.ledger_url).password
-        if password:
-            found.append(password)
+    for url in (settings.ledger_url, settings.realtime.token_store_url):
+        if url:
+            found.append(url)
+            password = urlsplit(url).password
+            if password:
+                found.append(password)
     return found
 
 
-async def _check_ledger(settings: Settings) -> None:
-    """Open the ledger once before serving, so an unreachable database is one clear line, not a lifespan traceback."""
-    store = store_for(settings)
-    await store.open()
-    await store.close()
+async def _check_stores(settings: Settings) -> None:
+    """Open the ledger and the realtime token store once before serving, so an unreachable database or Redis is one
+    clear line, not a lifespan traceback."""
+    for store in (store_for(settings), token_store_for(settings.realtime.token_store_url)):
+        await store.open()
+        await store.close()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -77,7 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, host=args.host, port=args.port)
     store = CredentialStore(settings)
     _configure_logging(settings, _known_secrets(settings, store))
-    asyncio.run(_check_ledger(settings))
+    asyncio.run(_check_stores(settings))
     app = create_app(settings)
     servable = sum(1 for _ in ModelRegistry(settings, store).servable())
     token_hint = "SIDECAR_TOKEN" if settings.token else str(settings.token_path)

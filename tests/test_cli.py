@@ -129,6 +129,17 @@ def test_serve_with_an_unreachable_ledger_is_one_clear_line(
     assert "Traceback" not in err and "hunter2" not in err
 
 
+def test_serve_with_an_unreachable_redis_is_one_clear_line(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SIDECAR_TOKEN", "a-workload-token-0123456789")
+    monkeypatch.setenv("SIDECAR_REALTIME_REDIS_URL", "redis://:hunter2-secret@127.0.0.1:1/0")
+    assert cli.main(["serve", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sidecar: cannot reach the realtime token store (redis 127.0.0.1:1/0)")
+    assert "Traceback" not in err and "hunter2" not in err
+
+
 @pytest.mark.parametrize(
     ("config", "fragment"),
     [
@@ -140,6 +151,10 @@ def test_serve_with_an_unreachable_ledger_is_one_clear_line(
         ('[[workloads]]\nname = "ci"\ntoken = "literal-token-value"\n', "token must be env:NAME or file:PATH"),
         ('[[workloads]]\nname = "ci"\ntoken = "env:CI_TOKEN_UNSET"\n', "CI_TOKEN_UNSET is not set"),
         ('[server]\npath_prefix = "sidecar"\n', "path_prefix must be a path like /sidecar"),
+        ('[realtime]\ntoken_store = "memcached://x"\n', "[realtime] token_store must be a redis:// URL"),
+        ("[realtime]\nmax_ttl_seconds = 0\n", "[realtime] max_ttl_seconds must be between 1 and 3600"),
+        ("[realtime]\ndefault_ttl_seconds = 900\n", "default_ttl_seconds must not exceed max_ttl_seconds"),
+        ("[realtime]\npublic_port = 4443\n", "public_host and public_port go together"),
     ],
 )
 def test_ledger_and_workload_config_errors_name_the_setting(
