@@ -75,3 +75,13 @@ def test_network_policy_allows_only_dns_and_https_egress() -> None:
     (policy,) = load("networkpolicy.yaml")
     ports = sorted(p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"])
     assert ports == [53, 53, 443] and policy["spec"]["ingress"] == []
+
+
+def test_the_public_realtime_example_routes_only_the_socket_to_the_public_port() -> None:
+    service, ingress, policy = load("realtime-public.example.yaml")
+    assert service["spec"]["ports"][0]["targetPort"] == 4443
+    (rule,) = ingress["spec"]["rules"]
+    assert [p["path"] for p in rule["http"]["paths"]] == ["/v4/ai/realtime-model"]
+    assert [p["port"] for r in policy["spec"]["ingress"] for p in r["ports"]] == [4443]
+    (kustomization,) = load("kustomization.yaml")
+    assert "realtime-public.example.yaml" not in kustomization["resources"]
