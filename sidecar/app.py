@@ -122,6 +122,15 @@ def log_outcome(generation_id: str, caller: Caller, outcome: Outcome) -> None:
     )
 
 
+class _DenialResponseNoise(logging.Filter):
+    """uvicorn 0.54's websockets-sansio protocol logs "ASGI callable returned without completing handshake" after
+    every WebSocket denial response (the refused realtime upgrades), although the response was sent in full and its
+    500 fallback is skipped (``send_500_response`` returns when a response was started). Drop that one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing handshake."
+
+
 def create_app(
     settings: Settings,
     *,
@@ -133,7 +142,10 @@ def create_app(
     and may pass their own ``ledger``."""
     # uvicorn hands its "uvicorn.error" logger to websockets, which logs every handshake header at DEBUG (the realtime
     # client secret rides in Sec-WebSocket-Protocol) and every frame (the user's words). Never below INFO.
-    logging.getLogger("uvicorn.error").setLevel(logging.INFO)
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.setLevel(logging.INFO)
+    if not any(isinstance(f, _DenialResponseNoise) for f in uvicorn_log.filters):
+        uvicorn_log.addFilter(_DenialResponseNoise())
     credentials = CredentialStore(settings)
     credentials.check_locations()
     registry = ModelRegistry(settings, credentials)

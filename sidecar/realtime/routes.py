@@ -123,6 +123,13 @@ class RealtimeGateway:
         return {"token": token, "expiresAt": int(expires_at)}
 
     def resolve(self, model_id: str) -> Resolved:
+        if "/" in model_id and model_id not in self.settings.catalog.models:
+            # Realtime models must be catalog rows (api openai-realtime): no uncatalogued fallback, and no warning
+            # from the registry about serving one at cost 0.
+            raise ModelNotFound(
+                f"Unknown realtime model: {model_id}. Realtime models are catalog rows with api = "
+                f'"openai-realtime" (add [models."{model_id}"] to the config to serve it)'
+            )
         try:
             resolved = self.registry.resolve(model_id)
         except UnknownModel:
@@ -131,11 +138,6 @@ class RealtimeGateway:
             ) from None
         except MissingCredential as exc:
             raise FailedDependency(exc.message) from None
-        if resolved.model.api != REALTIME_API and resolved.model.full_id not in self.settings.catalog.models:
-            raise ModelNotFound(
-                f"Unknown realtime model: {model_id}. Realtime models are catalog rows with api = "
-                f'"openai-realtime" (add [models."{resolved.model.full_id}"] to the config to serve it)'
-            )
         if resolved.model.api != REALTIME_API:
             raise BadRequest(
                 f"{resolved.model.full_id} is not a realtime model (its API is {resolved.model.api}); use a model "

@@ -303,3 +303,12 @@ def test_sessions_per_bearer_are_limited(realtime_upstream: FakeRealtime, tmp_pa
             except InvalidStatus:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
+
+
+def test_refusals_and_unknown_models_leave_no_error_or_warning_in_the_log(
+    sidecar: RunningSidecar, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(InvalidStatus):
+        browser(sidecar, "vcst_never-minted-0000000000")
+    assert mint(sidecar, model="openai/nope").status_code == 404
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
