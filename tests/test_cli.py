@@ -166,3 +166,13 @@ def test_ledger_and_workload_config_errors_name_the_setting(
     assert cli.main(["serve", "--config", str(path), "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err
+
+
+def test_a_malformed_redis_url_is_a_clear_error(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SIDECAR_TOKEN", "a-workload-token-0123456789")
+    monkeypatch.setenv("SIDECAR_REALTIME_REDIS_URL", "redis://:hunter2-secret@127.0.0.1:abc/0")
+    assert cli.main(["serve", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "realtime token store" in err and "Traceback" not in err and "hunter2" not in err

@@ -6,7 +6,7 @@ number of concurrent redemptions, across any number of sidecar replicas sharing 
 
     TokenStore          put / consume
     ├── MemoryTokenStore  one process (the default)
-    └── RedisTokenStore   ``SET key grant EX ttl`` to mint, ``GETDEL`` to redeem (Redis >= 6.2)
+    └── RedisTokenStore   ``SET key grant PX ttl NX`` to mint, ``GETDEL`` to redeem (Redis >= 6.2)
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from sidecar.errors import TokenStoreUnavailable
 
 TOKEN_PREFIX = "vcst_"
 _KEY_PREFIX = "pi-sidecar:vcst:"
+_MAX_CONNECTIONS = 50
+"""Redis connections per replica (a SET or GETDEL holds one for well under a millisecond)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +93,19 @@ class MemoryTokenStore(TokenStore):
 class RedisTokenStore(TokenStore):
     def __init__(self, url: str) -> None:
         self._url = url
-        parts = urlsplit(url)
-        self.description = f"redis {parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or ''}"
+        self.description = describe_redis_url(url)
         self._redis: aioredis.Redis | None = None
 
     async def open(self) -> None:
-        client = aioredis.from_url(self._url, socket_timeout=5, socket_connect_timeout=5)
+        # A blocking pool: a burst of redemptions beyond the pool waits (up to 5 s) for a free connection. The
+        # default pool raises "Too many connections" once 100 are in use (redis-py 8): 503s under a burst.
+        try:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self._url, max_connections=_MAX_CONNECTIONS, timeout=5, socket_timeout=5, socket_connect_timeout=5
+            )
+        except ValueError:  # its text may quote the URL, password included
+            raise TokenStoreUnavailable(f"the realtime token store URL is malformed ({self.description})") from None
+        client = aioredis.Redis.from_pool(pool)
         try:
             await client.ping()
         except (RedisError, OSError) as exc:
@@ -128,8 +137,21 @@ class RedisTokenStore(TokenStore):
             raise TokenStoreUnavailable(f"realtime token store failed ({self.description}): {exc}") from None
         if raw is None:
             return None
-        grant = Grant(**orjson.loads(raw))
+        data = orjson.loads(raw)
+        # Only the fields this version knows: a newer replica may have added some during a rolling upgrade.
+        grant = Grant(**{name: data[name] for name in Grant.__dataclass_fields__ if name in data})
         return grant if grant.expires_at > time.time() else None
+
+
+def describe_redis_url(url: str) -> str:
+    """``redis host:port/db`` (or the socket path) for logs and errors: never the password."""
+    try:
+        parts = urlsplit(url)
+        if parts.scheme == "unix":
+            return f"redis unix socket {parts.path}"
+        return f"redis {parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or ''}"
+    except ValueError:
+        return "redis (malformed URL)"
 
 
 def store_for(url: str | None) -> TokenStore:
