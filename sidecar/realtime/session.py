@@ -340,7 +340,7 @@ def price_usage(record: GenerationRecord, usage: dict[str, Any], text: Pricing |
         text_out = n("outputTokens")
     if cached and not cached_text and not cached_audio:
         cached_text = cached
-    record.input_tokens = max(n("inputTokens") or text_in + audio_in, text_in + audio_in) - cached
+    record.input_tokens = (n("inputTokens") or text_in + audio_in) - cached
     record.cache_read_tokens = cached
     record.output_tokens = n("outputTokens") or text_out + audio_out
     t = text or Pricing(0.0, 0.0)

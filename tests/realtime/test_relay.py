@@ -312,3 +312,16 @@ def test_refusals_and_unknown_models_leave_no_error_or_warning_in_the_log(
         browser(sidecar, "vcst_never-minted-0000000000")
     assert mint(sidecar, model="openai/nope").status_code == 404
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_an_upstream_refusal_reaches_the_browser_as_an_error_event(tmp_path: Path) -> None:
+    with FakeRealtime(reject_status=401) as up, start(up, tmp_path) as sidecar:
+        with browser(sidecar, mint(sidecar).json()["token"]) as ws:
+            error = json.loads(ws.recv(timeout=5))
+            assert error["type"] == "error" and error["code"] == "upstream_unavailable"
+            assert "refused the realtime connection: 401" in error["message"]
+            assert OPENAI_CANARY not in error["message"]
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=5)
+            assert ws.close_code == 1011
+        assert up.connections[0].headers["authorization"] == f"Bearer {OPENAI_CANARY}"
