@@ -360,7 +360,7 @@ def gateway_options(config: Event) -> Event:
 # ----- OpenAI server event -> normalized server event ---------------------------------------------------------
 
 
-def _get(obj: Any, *path: str) -> Any:
+def get_path(obj: Any, *path: str) -> Any:
     """``obj[p0][p1]…``, or None where a step is missing or not an object (like TypeScript's ``?.``)."""
     for key in path:
         if not isinstance(obj, dict):
@@ -399,7 +399,7 @@ def _usage(usage: Any) -> Event | None:
         return {"seconds": seconds} if _is_number(seconds) else None
     out: Event = {}
     for name, path in _USAGE_FIELDS:
-        count = _get(usage, *path)
+        count = get_path(usage, *path)
         if _is_count(count):
             out[name] = count
     return out or None
@@ -407,7 +407,7 @@ def _usage(usage: Any) -> Event | None:
 
 def usage_from_response_done(event: Event) -> Event | None:
     """The normalized usage of an OpenAI ``response.done`` event (``response.usage``), or None when it has none."""
-    return _usage(_get(event, "response", "usage"))
+    return _usage(get_path(event, "response", "usage"))
 
 
 # Beta (preview-model) names for events that GA renamed. Both dialects map to the same normalized event.
@@ -451,12 +451,16 @@ _RENAMED: Final[dict[str, tuple[str, tuple[tuple[str, str], ...]]]] = {
 
 
 def _session_created(event: Event) -> Event:
-    return {"type": "session-created", "sessionId": _get(event, "session", "id")}
+    return {"type": "session-created", "sessionId": get_path(event, "session", "id")}
 
 
 def _conversation_item_added(event: Event) -> Event:
     item = event.get("item")
-    return {"type": "conversation-item-added", "itemId": _first(_get(item, "id"), event.get("item_id")), "item": item}
+    return {
+        "type": "conversation-item-added",
+        "itemId": _first(get_path(item, "id"), event.get("item_id")),
+        "item": item,
+    }
 
 
 def _input_transcription_completed(event: Event) -> Event:
@@ -470,7 +474,7 @@ def _input_transcription_completed(event: Event) -> Event:
 
 def _response_id(event: Event) -> Any:
     # response.created/done carry the whole response object; the id is inside it.
-    return _first(_get(event, "response", "id"), event.get("response_id"))
+    return _first(get_path(event, "response", "id"), event.get("response_id"))
 
 
 def _response_created(event: Event) -> Event:
@@ -481,7 +485,7 @@ def _response_done(event: Event) -> Event:
     return {
         "type": "response-done",
         "responseId": _response_id(event),
-        "status": _first(_get(event, "response", "status"), "completed"),
+        "status": _first(get_path(event, "response", "status"), "completed"),
         "usage": usage_from_response_done(event),
     }
 
@@ -489,7 +493,7 @@ def _response_done(event: Event) -> Event:
 def _output_item(normalized_type: str) -> Callable[[Event], Event]:
     def convert(event: Event) -> Event:
         # Output-item events carry the item itself, not an item_id.
-        item_id = _first(_get(event, "item", "id"), event.get("item_id"))
+        item_id = _first(get_path(event, "item", "id"), event.get("item_id"))
         return {"type": normalized_type, "responseId": event.get("response_id"), "itemId": item_id}
 
     return convert
@@ -498,9 +502,9 @@ def _output_item(normalized_type: str) -> Callable[[Event], Event]:
 def _error(event: Event) -> Event:
     return {
         "type": "error",
-        "message": _first(_get(event, "error", "message"), event.get("message"), "Unknown error"),
-        "code": _first(_get(event, "error", "code"), event.get("code")),
-        "clientEventId": _get(event, "error", "event_id"),
+        "message": _first(get_path(event, "error", "message"), event.get("message"), "Unknown error"),
+        "code": _first(get_path(event, "error", "code"), event.get("code")),
+        "clientEventId": get_path(event, "error", "event_id"),
     }
 
 

@@ -38,7 +38,14 @@ from sidecar.ledger.record import Attribution, GenerationRecord, now_ms
 from sidecar.ledger.service import Ledger
 from sidecar.models import ModelSpec, Pricing
 
-from .mapping import RealtimeEventError, from_openai, gateway_options, to_openai, usage_from_response_done
+from .mapping import (
+    RealtimeEventError,
+    from_openai,
+    gateway_options,
+    get_path,
+    to_openai,
+    usage_from_response_done,
+)
 
 log = logging.getLogger("sidecar.realtime")
 # websockets logs the handshake headers (with the provider key) and every frame (the user's words and audio) at
@@ -257,18 +264,18 @@ class RealtimeSession:
     def _track(self, event: dict[str, Any], normalized: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "response.created":
-            response_id = str(_get(event, "response", "id") or "")
+            response_id = str(get_path(event, "response", "id") or "")
             self._responses[response_id] = _Response(f"gen_{ULID()}", now_ms(), time.perf_counter())
         elif kind in _FIRST_OUTPUT:
             tracked = self._responses.get(str(event.get("response_id") or ""))
             if tracked is not None and tracked.first_output is None:
                 tracked.first_output = time.perf_counter()
         elif kind == "response.done":
-            response_id = str(_get(event, "response", "id") or "")
+            response_id = str(get_path(event, "response", "id") or "")
             tracked = self._responses.pop(response_id, None)
             if tracked is None:  # no response.created seen (the docs' examples do not chain ids): start now
                 tracked = _Response(f"gen_{ULID()}", now_ms(), time.perf_counter())
-            status = str(_get(event, "response", "status") or "completed")
+            status = str(get_path(event, "response", "status") or "completed")
             record = self._record(tracked, usage_from_response_done(event) or {}, status, response_id)
             normalized["generationId"] = record.id
 
@@ -349,11 +356,3 @@ def price_usage(record: GenerationRecord, usage: dict[str, Any], text: Pricing |
     record.cost_cache_read = (cached_text * t.cache_read + cached_audio * a.cache_read) / 1e6
     record.cost_output = (text_out * t.output + audio_out * a.output) / 1e6
     record.cost_total = record.cost_input + record.cost_cache_read + record.cost_output
-
-
-def _get(obj: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(key)
-    return obj

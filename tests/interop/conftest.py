@@ -6,6 +6,20 @@ from collections.abc import Generator
 
 import pytest
 
+from tests.interop.harness import INTEROP_DIR, installed_version, npm_install, require_node
+
+GATEWAY_VERSION = "4.0.146"
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    """Node >= 20 on PATH, with @ai-sdk/gateway installed in tests/interop/node_modules (``npm ci`` if missing)."""
+    node = require_node()
+    npm_install()
+    installed = installed_version("@ai-sdk/gateway")
+    assert installed == GATEWAY_VERSION, f"node_modules has @ai-sdk/gateway {installed}; run `npm ci` in {INTEROP_DIR}"
+    return node
+
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, object, object]:

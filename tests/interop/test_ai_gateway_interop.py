@@ -31,16 +31,12 @@ from tests.fakeupstream import FakeUpstream, Reply, fixture_bytes
 from tests.interop.harness import (
     INTEROP_DIR,
     Sidecar,
-    installed_version,
-    npm_install,
-    require_node,
     reset_upstream,
     run_sidecar,
 )
 
 pytestmark = pytest.mark.interop
 
-GATEWAY_VERSION = "4.0.146"
 DRIVER = INTEROP_DIR / "gateway_client.mjs"
 DRIVER_TIMEOUT_S = 30
 PREFIX = "/sidecar"
@@ -229,16 +225,6 @@ def assert_report(results: list[dict[str, Any]], expected: dict[str | None, dict
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Infrastructure
-
-
-@pytest.fixture(scope="session")
-def node() -> str:
-    """Node >= 20 on PATH, with @ai-sdk/gateway installed in tests/interop/node_modules (``npm ci`` if missing)."""
-    node = require_node()
-    npm_install()
-    installed = installed_version("@ai-sdk/gateway")
-    assert installed == GATEWAY_VERSION, f"node_modules has @ai-sdk/gateway {installed}; run `npm ci` in {INTEROP_DIR}"
-    return node
 
 
 @pytest.fixture(scope="module")

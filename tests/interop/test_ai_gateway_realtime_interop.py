@@ -35,15 +35,11 @@ from tests.fakerealtime import GA_TEXT_TURN, Connection, FakeRealtime, fixture_l
 from tests.interop.harness import (
     INTEROP_DIR,
     Sidecar,
-    installed_version,
-    npm_install,
-    require_node,
     run_sidecar,
 )
 
 pytestmark = pytest.mark.interop
 
-GATEWAY_VERSION = "4.0.146"
 DRIVER = INTEROP_DIR / "realtime_client.mjs"
 DRIVER_TIMEOUT_S = 60
 BASE_PATH = "/v4/ai"
@@ -140,16 +136,6 @@ def session_events(text: str, gateway: dict[str, Any]) -> dict[str, list[dict[st
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Infrastructure
-
-
-@pytest.fixture(scope="session")
-def node() -> str:
-    """Node >= 20 on PATH, with @ai-sdk/gateway installed in tests/interop/node_modules (``npm ci`` if missing)."""
-    node = require_node()
-    npm_install()
-    installed = installed_version("@ai-sdk/gateway")
-    assert installed == GATEWAY_VERSION, f"node_modules has @ai-sdk/gateway {installed}; run `npm ci` in {INTEROP_DIR}"
-    return node
 
 
 @pytest.fixture(scope="module")
