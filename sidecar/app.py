@@ -169,16 +169,18 @@ def create_app(
             proxy=settings.upstream_proxy,
         )
         await ledger.start()
-        await realtime.tokens.open()
         try:
-            async with httpx.AsyncClient(
-                transport=upstream_transport, trust_env=False, follow_redirects=False
-            ) as client:
-                state["client"] = client
-                yield
+            await realtime.tokens.open()
+            try:
+                async with httpx.AsyncClient(
+                    transport=upstream_transport, trust_env=False, follow_redirects=False
+                ) as client:
+                    state["client"] = client
+                    yield
+            finally:
+                state.clear()
+                await realtime.tokens.close()
         finally:
-            state.clear()
-            await realtime.tokens.close()
             await ledger.stop()  # after the server stopped taking requests: every finished generation is written
 
     app = FastAPI(
