@@ -114,6 +114,12 @@ class RealtimeSession:
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             await self._fail_browser(self._connect_error(exc), "upstream_unavailable", 1011)
             return
+        try:
+            await self._relay(upstream)
+        finally:
+            self._record_unfinished()  # also when the server shuts down mid-session
+
+    async def _relay(self, upstream: ClientConnection) -> None:
         async with upstream:
             tasks = {
                 asyncio.create_task(self._browser_to_upstream(upstream), name="realtime-up"),
@@ -131,7 +137,6 @@ class RealtimeSession:
                 if failure is not None:
                     log.error("realtime relay failed: %s", type(failure).__name__)
                     await self._fail_browser("internal error in the sidecar's realtime relay", "internal_error", 1011)
-        self._record_unfinished()
 
     # ----- the two directions ---------------------------------------------------------------------------------------
 
