@@ -178,3 +178,51 @@ def run_sidecar(work: Path, config: str, token: str, env: Mapping[str, str]) -> 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Client drivers: a real npm client in a Node/Bun process, a JSON scenario on stdin, one JSON line per result
+
+
+NODE_ENV = {"LANG": "C.UTF-8", "NODE_NO_WARNINGS": "1"}
+"""With PATH, the whole environment of a Node driver: no AI_GATEWAY_API_KEY / VERCEL_OIDC_TOKEN from outside, so the
+client sees only the apiKey it is given."""
+
+
+def node_env() -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **NODE_ENV}
+
+
+def run_driver(
+    name: str, cmd: list[str], scenario: Mapping[str, Any], env: Mapping[str, str], timeout_s: float
+) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
+    """Run the driver; fail the test if it times out or prints something that is not JSON lines."""
+    try:
+        proc = subprocess.run(
+            cmd,
+            input=json.dumps(scenario),
+            capture_output=True,
+            text=True,
+            cwd=INTEROP_DIR,
+            env=dict(env),
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{name} driver timed out after {timeout_s:g}s; stdout so far:\n{exc.stdout!r}")
+    try:
+        lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    except json.JSONDecodeError:
+        pytest.fail(f"{name} driver printed non-JSON:\n{proc.stdout}\n{proc.stderr}")
+    return proc, lines
+
+
+def driver_broke(name: str, proc: subprocess.CompletedProcess[str]) -> str:
+    """The failure message for a driver that exited badly or did not report every step."""
+    return f"{name} driver broke (exit {proc.returncode}):\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+
+
+def ok(line: dict[str, Any]) -> Any:
+    """The value of a driver line that must have succeeded."""
+    assert line["ok"] is True, line
+    return line["value"]

@@ -15,10 +15,8 @@ Run with ``.venv/bin/python -m pytest tests/interop -q``. node_modules is shared
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,7 +29,11 @@ from tests.fakeupstream import FakeUpstream, Reply, fixture_bytes
 from tests.interop.harness import (
     INTEROP_DIR,
     Sidecar,
+    driver_broke,
+    node_env,
+    ok,
     reset_upstream,
+    run_driver,
     run_sidecar,
 )
 
@@ -328,36 +330,13 @@ def stream_generation(
 def run_gateway(node: str, sidecar: Sidecar, api_key: str, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Run ``calls`` through the real client in one Node process; one result line per call."""
     scenario = {"baseURL": f"{sidecar.url}{PREFIX}/v4/ai", "apiKey": api_key, "calls": calls}
-    # No AI_GATEWAY_API_KEY / VERCEL_OIDC_TOKEN from the outer environment: the client sees only the apiKey given.
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "NODE_NO_WARNINGS": "1"}
-    try:
-        proc = subprocess.run(
-            [node, str(DRIVER)],
-            input=json.dumps(scenario),
-            capture_output=True,
-            text=True,
-            cwd=INTEROP_DIR,
-            env=env,
-            timeout=DRIVER_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"gateway driver timed out after {DRIVER_TIMEOUT_S}s; stdout so far:\n{exc.stdout!r}")
-    try:
-        lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-    except json.JSONDecodeError:
-        pytest.fail(f"gateway driver printed non-JSON:\n{proc.stdout}\n{proc.stderr}")
+    proc, lines = run_driver("gateway", [node, str(DRIVER)], scenario, node_env(), DRIVER_TIMEOUT_S)
     if proc.returncode != 0 or len(lines) != len(calls):
-        pytest.fail(f"gateway driver broke (exit {proc.returncode}):\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
+        pytest.fail(driver_broke("gateway", proc))
     for line in lines:  # every call went to the origin's /v1/*, not under the baseURL's /sidecar/v4/ai
         paths = [r["url"].split("?")[0].removeprefix(sidecar.url) for r in line["requests"]]
         assert paths in (["/v1/generation"], ["/v1/credits"], ["/v1/report"]), line
     return lines
-
-
-def ok(line: dict[str, Any]) -> Any:
-    assert line["ok"] is True, line
-    return line["value"]
 
 
 def failed(line: dict[str, Any]) -> dict[str, Any]:

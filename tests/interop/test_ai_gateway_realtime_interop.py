@@ -20,9 +20,7 @@ Run with ``.venv/bin/python -m pytest tests/interop -q``; the suite fails, and n
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +33,10 @@ from tests.fakerealtime import GA_TEXT_TURN, Connection, FakeRealtime, fixture_l
 from tests.interop.harness import (
     INTEROP_DIR,
     Sidecar,
+    driver_broke,
+    node_env,
+    ok,
+    run_driver,
     run_sidecar,
 )
 
@@ -182,35 +184,14 @@ class DriverRun:
 def run_realtime(node: str, sidecar: Sidecar, api_key: str, steps: list[dict[str, Any]]) -> DriverRun:
     """Run ``steps`` through the real client in one ``node --experimental-websocket`` process."""
     scenario = {"baseURL": f"{sidecar.url}{BASE_PATH}", "apiKey": api_key, "steps": steps}
-    # No AI_GATEWAY_API_KEY / VERCEL_OIDC_TOKEN from the outer environment: the client sees only the apiKey given.
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "NODE_NO_WARNINGS": "1"}
     started = time.time()
-    try:
-        proc = subprocess.run(
-            [node, "--experimental-websocket", str(DRIVER)],
-            input=json.dumps(scenario),
-            capture_output=True,
-            text=True,
-            cwd=INTEROP_DIR,
-            env=env,
-            timeout=DRIVER_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"realtime driver timed out after {DRIVER_TIMEOUT_S}s; stdout so far:\n{exc.stdout!r}")
+    proc, lines = run_driver(
+        "realtime", [node, "--experimental-websocket", str(DRIVER)], scenario, node_env(), DRIVER_TIMEOUT_S
+    )
     finished = time.time()
-    try:
-        lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-    except json.JSONDecodeError:
-        pytest.fail(f"realtime driver printed non-JSON:\n{proc.stdout}\n{proc.stderr}")
     if proc.returncode != 0 or [line["step"] for line in lines] != [step["name"] for step in steps]:
-        pytest.fail(f"realtime driver broke (exit {proc.returncode}):\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
+        pytest.fail(driver_broke("realtime", proc))
     return DriverRun({line["step"]: line for line in lines}, proc.stdout + proc.stderr, started, finished)
-
-
-def ok(line: dict[str, Any]) -> Any:
-    assert line["ok"] is True, line
-    return line["value"]
 
 
 def failed(line: dict[str, Any]) -> dict[str, Any]:

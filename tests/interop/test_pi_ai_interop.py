@@ -29,9 +29,11 @@ from tests.interop.harness import (
     BUN,
     INTEROP_DIR,
     Sidecar,
+    driver_broke,
     installed_version,
     npm_install,
     reset_upstream,
+    run_driver,
     run_sidecar,
 )
 
@@ -223,26 +225,12 @@ def run_client(bun: Path, sidecar: Sidecar, client_home: Path, canaries: dict[st
             "PI_STREAM_IDLE_TIMEOUT_MS": "15000",
             "PI_STREAM_FIRST_EVENT_TIMEOUT_MS": "15000",
         }
-        try:
-            proc = subprocess.run(
-                [str(bun), str(INTEROP_DIR / "pi_client.ts")],
-                input=json.dumps(scenario),
-                capture_output=True,
-                text=True,
-                cwd=INTEROP_DIR,
-                env=env,
-                timeout=DRIVER_TIMEOUT_S,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            pytest.fail(f"client driver timed out after {DRIVER_TIMEOUT_S}s; stdout so far:\n{exc.stdout!r}")
-        run_ = ClientRun(proc.stdout, proc.stderr)
-        try:
-            run_.lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-        except json.JSONDecodeError:
-            pytest.fail(f"client driver printed non-JSON:\n{proc.stdout}\n{proc.stderr}")
+        proc, lines = run_driver(
+            "client", [str(bun), str(INTEROP_DIR / "pi_client.ts")], scenario, env, DRIVER_TIMEOUT_S
+        )
+        run_ = ClientRun(proc.stdout, proc.stderr, lines)
         if proc.returncode != 0 or not run_.lines or run_.lines[-1]["kind"] not in ("result", "thrown"):
-            pytest.fail(f"client driver broke (exit {proc.returncode}):\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
+            pytest.fail(driver_broke("client", proc))
         for provider, key in canaries.items():  # key isolation, checked on every scenario
             assert key not in proc.stdout and key[-32:] not in proc.stdout, f"the {provider} key reached the client"
         return run_
