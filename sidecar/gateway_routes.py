@@ -19,19 +19,25 @@ from .ledger.service import Ledger
 from .ledger.views import credits_view, generation_view, parse_generation_id, parse_report_query
 
 
+def authenticate_gateway(auth: BearerAuth, request: Request) -> Caller:
+    """The workload bearer, as the AI Gateway routes check it: a failure is the gateway's 401 envelope
+    (``authentication_error``), not the pi-native route's ``{"error": "unauthorized"}``."""
+    try:
+        return auth.authenticate(request.headers.get("authorization"))
+    except Unauthorized:
+        raise InvalidToken(
+            "Invalid or missing bearer token: send `Authorization: Bearer <workload token>` (the token the "
+            "sidecar was started with, or a [[workloads]] token)"
+        ) from None
+
+
 def gateway_router(
     auth: BearerAuth, ledger: Ledger, budgets: Budgets, respond: Callable[[object], Response]
 ) -> APIRouter:
     router = APIRouter()
 
     def authenticate(request: Request) -> Caller:
-        try:
-            return auth.authenticate(request.headers.get("authorization"))
-        except Unauthorized:
-            raise InvalidToken(
-                "Invalid or missing bearer token: send `Authorization: Bearer <workload token>` (the token the "
-                "sidecar was started with, or a [[workloads]] token)"
-            ) from None
+        return authenticate_gateway(auth, request)
 
     @router.get("/v1/generation")
     async def generation(request: Request) -> Response:

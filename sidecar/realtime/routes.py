@@ -35,6 +35,7 @@ from sidecar.errors import (
     Unauthorized,
     UnknownModel,
 )
+from sidecar.gateway_routes import authenticate_gateway
 from sidecar.ledger.budget import Budgets
 from sidecar.ledger.service import Ledger
 from sidecar.registry import ModelRegistry, Resolved
@@ -232,12 +233,7 @@ def realtime_router(gateway: RealtimeGateway, respond: Callable[[object], Respon
 
     @router.post("/v1/realtime/client-secrets")
     async def client_secrets(request: Request) -> Response:
-        try:
-            caller = gateway.auth.authenticate(request.headers.get("authorization"))
-        except Unauthorized:
-            raise InvalidToken(
-                "Invalid or missing bearer token: send `Authorization: Bearer <workload token>`"
-            ) from None
+        caller = authenticate_gateway(gateway.auth, request)
         body = await request.body()
         if len(body) > MAX_BODY_BYTES:
             raise BadRequest("Request body too large")
