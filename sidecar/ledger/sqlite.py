@@ -1,7 +1,7 @@
 """The embedded ledger: one SQLite file in WAL mode, through aiosqlite (one connection, one worker thread).
 
 WAL lets readers run beside the writer and lets several sidecar processes share the file (each write transaction
-is ``BEGIN IMMEDIATE`` and waits up to ``busy_timeout`` for the lock instead of failing). ``synchronous=NORMAL``:
+is ``BEGIN IMMEDIATE`` and waits up to ``BUSY_TIMEOUT_MS`` for the lock instead of failing). ``synchronous=NORMAL``:
 a committed batch survives a crash of the sidecar; only an OS crash or power loss can lose the last commits.
 """
 
@@ -53,7 +53,6 @@ class SQLiteStore(LedgerStore):
         except (OSError, sqlite3.Error) as exc:
             raise LedgerUnavailable(f"cannot open the ledger {self.path}: {exc}") from None
         try:
-            await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute("PRAGMA synchronous = NORMAL")
             await db.execute("BEGIN IMMEDIATE")
