@@ -93,7 +93,7 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 def error_response(exc: SidecarError) -> Response:
     if isinstance(exc, Unauthorized):
         return json_response({"error": "unauthorized"}, 401)  # a string, as the reference gateway sends it
-    return error_envelope(exc.status, exc.type, exc.message)
+    return error_envelope(exc.status, exc.type, exc.message, exc.headers or None)
 
 
 def error_envelope(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> Response:

@@ -15,39 +15,14 @@ from . import __version__
 from .auth import read_or_create_token, workload_token
 from .config import Settings, load_settings
 from .credentials import CredentialStore, keyring_delete, keyring_set
-from .errors import ConfigError, SidecarError, redact
+from .errors import ConfigError, SidecarError
 from .ledger import store_for
+from .logs import configure_logging
 from .realtime.tokens import store_for as token_store_for
 from .registry import ModelRegistry
 
 if TYPE_CHECKING:
     import uvicorn
-
-
-class RedactingFilter(logging.Filter):
-    """Defence in depth: whatever a library logs, key-shaped strings and the loaded keys are masked."""
-
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        self._secrets = [s for s in secrets if s]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message, self._secrets)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        return True
-
-
-def _configure_logging(settings: Settings, secrets: list[str]) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter(secrets))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(settings.log_level.upper())
-    # httpx logs every request URL at INFO; keep it for debugging only.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _known_secrets(settings: Settings, store: CredentialStore) -> list[str]:
@@ -79,7 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config, host=args.host, port=args.port)
     store = CredentialStore(settings)
-    _configure_logging(settings, _known_secrets(settings, store))
+    configure_logging(settings, _known_secrets(settings, store))
     asyncio.run(_check_stores(settings))
     app = create_app(settings)
     servable = sum(1 for _ in ModelRegistry(settings, store).servable())

@@ -40,6 +40,31 @@ class Workload:
     token_location: str
     """``env:NAME`` or ``file:PATH``; the token itself is read by ``auth`` at startup and never stored here."""
     budget_usd: float | None = None
+    max_streams: int | None = None
+    """Generations this workload may have in flight at once; ``None``: ``[server] max_streams_per_workload``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """``[server]`` limits: what one connection, request or workload may hold. Each has a safe default and is
+    documented in the README; the HTTP ones are enforced by ``http_server``, the rest at parse and admission."""
+
+    max_header_bytes: int = 64 * 1024
+    """Request line plus header fields; a larger head gets 431 and the connection is closed."""
+    max_headers: int = 100
+    """Header fields per request; more get 431."""
+    header_timeout_seconds: float = 10.0
+    """From the connection (or the first byte of the next request) to the end of the headers; then 408 and close."""
+    body_timeout_seconds: float = 60.0
+    """From the end of the headers to the end of the body; then 408 and close."""
+    keepalive_seconds: float = 75.0
+    """An idle kept-alive connection is closed after this. Long, because Bun's fetch reuses sockets late (§14.4)."""
+    max_streams: int = 512
+    """Generations in flight in this process; one more gets 503 with ``retry-after`` before any upstream call."""
+    max_streams_per_workload: int = 128
+    """Generations in flight per caller identity; one more gets 429 with ``retry-after``."""
+    max_identifier_chars: int = 256
+    """Model ids, tags, user ids, session ids and other identifiers; longer ones get 400."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +119,11 @@ class Settings:
     budget_usd: float | None = None
     """Default USD budget of every bearer without its own (``[budget] usd``); ``None``: unlimited."""
     budget_period: str = "month"
+    allow_unpriced: bool = False
+    """``[budget] allow_unpriced``: serve models with no known price (at cost 0) to callers that have a budget."""
+    log_content: bool = False
+    """``[server] log_content``: allow prompt and completion text in DEBUG logs. Off: no level ever logs it."""
+    limits: Limits = field(default_factory=Limits)
     workloads: tuple[Workload, ...] = ()
     realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
 
@@ -183,9 +213,10 @@ def load_settings(
     if max_retries is not None and not 0 <= max_retries <= 10:
         raise ConfigError("[upstream] max_retries must be between 0 and 10")
 
+    log_content = _typed(server, "log_content", bool, "server")
     settings = Settings(
         host=host or _typed(server, "host", str, "server") or DEFAULT_HOST,
-        port=port or _typed(server, "port", int, "server") or DEFAULT_PORT,
+        port=_port(port or _typed(server, "port", int, "server") or DEFAULT_PORT),
         max_body_bytes=_typed(server, "max_body_bytes", int, "server") or DEFAULT_MAX_BODY_BYTES,
         heartbeat_seconds=float(
             _typed(server, "heartbeat_seconds", (int, float), "server") or DEFAULT_HEARTBEAT_SECONDS
@@ -205,6 +236,8 @@ def load_settings(
         environ=MappingProxyType(env),
         config_path=config_path,
         path_prefix=_path_prefix(server, env),
+        log_content=bool(log_content),
+        limits=_limits(server),
         **_ledger_settings(raw, env),
         **_budget_settings(raw),
         realtime=_realtime_settings(raw, env),
@@ -236,6 +269,37 @@ def _ledger_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> dict[str
     }
 
 
+def _port(port: int) -> int:
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"port must be between 1 and 65535, got {port}")
+    return port
+
+
+_LIMIT_RANGES: dict[str, tuple[float, float]] = {
+    "max_header_bytes": (1024, 16 * 1024 * 1024),
+    "max_headers": (8, 10_000),
+    "header_timeout_seconds": (0.1, 3600),
+    "body_timeout_seconds": (0.1, 3600),
+    "keepalive_seconds": (0.1, 3600),
+    "max_streams": (1, 1_000_000),
+    "max_streams_per_workload": (1, 1_000_000),
+    "max_identifier_chars": (16, 65_536),
+}
+
+
+def _limits(server: Mapping[str, Any]) -> Limits:
+    values: dict[str, Any] = {}
+    for key, (low, high) in _LIMIT_RANGES.items():
+        is_seconds = key.endswith("_seconds")
+        value = _typed(server, key, (int, float) if is_seconds else int, "server")
+        if value is None:
+            continue
+        if not low <= value <= high:
+            raise ConfigError(f"[server] {key} must be between {low:g} and {high:g}, got {value}")
+        values[key] = float(value) if is_seconds else value
+    return Limits(**values)
+
+
 def _budget_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
     budget = _table(raw, "budget")
     usd = _usd(budget, "usd", "budget")
@@ -256,8 +320,17 @@ def _budget_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"[{where}] ({name}) token must be env:NAME or file:PATH (never the token itself)")
         if any(w.name == name for w in workloads):
             raise ConfigError(f"[{where}] workload name {name!r} is used twice")
-        workloads.append(Workload(name, token, _usd(entry, "budget_usd", where)))
-    return {"budget_usd": usd, "budget_period": period, "workloads": tuple(workloads)}
+        max_streams = _typed(entry, "max_streams", int, where)
+        if max_streams is not None and not 1 <= max_streams <= 1_000_000:
+            raise ConfigError(f"[{where}] ({name}) max_streams must be between 1 and 1000000")
+        workloads.append(Workload(name, token, _usd(entry, "budget_usd", where), max_streams))
+    allow_unpriced = _typed(budget, "allow_unpriced", bool, "budget")
+    return {
+        "budget_usd": usd,
+        "budget_period": period,
+        "allow_unpriced": bool(allow_unpriced),
+        "workloads": tuple(workloads),
+    }
 
 
 def _realtime_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> RealtimeSettings:

@@ -2,7 +2,8 @@
 
     SidecarError                      status / type before the stream starts
     ├── BadRequest                    400 invalid_request_error
-    │   └── PayloadTooLarge           413 invalid_request_error
+    │   ├── PayloadTooLarge           413 invalid_request_error
+    │   └── UnsupportedMediaType      415 invalid_request_error (the body is not JSON)
     ├── Unauthorized                  401 (body is the string ``{"error":"unauthorized"}``, as the reference server)
     ├── InvalidToken                  401 authentication_error (the AI Gateway routes' form of Unauthorized)
     ├── Forbidden                     403 forbidden (a realtime client secret used for another model)
@@ -12,6 +13,9 @@
     ├── UnknownModel                  404 invalid_request_error
     ├── BudgetExceeded                429 rate_limit_exceeded (the caller's USD budget is spent)
     ├── TooManySessions               429 rate_limit_exceeded (realtime sessions per bearer)
+    ├── TooManyStreams                429 rate_limit_exceeded + retry-after (the workload's generations in flight)
+    ├── UnpricedModel                 403 forbidden (no known price, and the caller has a budget)
+    ├── Overloaded                    503 overloaded + retry-after (this process's generations in flight)
     ├── LedgerUnavailable             503 internal_server_error (the ledger database cannot be reached)
     ├── TokenStoreUnavailable         503 internal_server_error (the realtime token store cannot be reached)
     ├── MissingCredential             401 authentication_error
@@ -30,27 +34,14 @@ Messages never contain credentials: the only text taken from a provider is its e
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
 
-# Provider keys that could appear in an upstream error body (OpenAI echoes a masked key; some OpenAI-compatible
-# servers echo it whole). Anything shaped like one is replaced before it reaches a log, an error or the ledger.
-_KEY_SHAPES = re.compile(
-    r"(sk-[A-Za-z0-9_\-*]{8,}|sk-ant-[A-Za-z0-9_\-*]{8,}|AIza[0-9A-Za-z_\-]{20,}|xai-[A-Za-z0-9]{16,}|"
-    r"gsk_[A-Za-z0-9]{16,}|vcst_[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9._\-~+/=]{8,})"
-)
+from .redaction import redact as redact  # re-exported: adapters and the stream import it from here
+
 _MAX_BODY_EXCERPT = 2000
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Remove key-shaped substrings and any of the given secret values from ``text``."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "[REDACTED]")
-    return _KEY_SHAPES.sub("[REDACTED]", text)
 
 
 class SidecarError(Exception):
@@ -58,10 +49,16 @@ class SidecarError(Exception):
 
     status: int = 500
     type: str = "internal_error"
+    retry_after: float | None = None
+    """Seconds, sent as ``retry-after`` when set (admission refusals, rate limits)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": str(max(1, round(self.retry_after)))} if self.retry_after is not None else {}
 
 
 class BadRequest(SidecarError):
@@ -71,6 +68,10 @@ class BadRequest(SidecarError):
 
 class PayloadTooLarge(BadRequest):
     status = 413
+
+
+class UnsupportedMediaType(BadRequest):
+    status = 415
 
 
 class Unauthorized(SidecarError):
@@ -111,6 +112,29 @@ class TooManySessions(SidecarError):
 class BudgetExceeded(SidecarError):
     status = 429
     type = "rate_limit_exceeded"
+
+
+class TooManyStreams(SidecarError):
+    status = 429
+    type = "rate_limit_exceeded"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Overloaded(SidecarError):
+    status = 503
+    type = "overloaded"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UnpricedModel(SidecarError):
+    status = 403
+    type = "forbidden"
 
 
 class LedgerUnavailable(SidecarError):

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sidecar.cli import RedactingFilter
+from sidecar.logs import RedactingFilter
 from tests.conftest import pi_body
 from tests.fakeupstream import FakeUpstream, Reply, fixture_bytes
 from tests.sidecar_server import ANTHROPIC_CANARY, OPENAI_CANARY, TOKEN, run_sidecar, sidecar_environ, write_config
