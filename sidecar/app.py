@@ -155,7 +155,7 @@ def create_app(
     log.debug("%d models servable at startup", servable_at_start)
     auth = BearerAuth.from_settings(settings)
     ledger = ledger or ledger_for(settings)
-    budgets = Budgets(ledger, settings.budget_period)
+    budgets = Budgets(ledger, settings.budget_period, allow_unpriced=settings.allow_unpriced)
     realtime = RealtimeGateway(
         settings, auth, registry, token_store_for(settings.realtime.token_store_url), ledger, budgets
     )
@@ -266,7 +266,7 @@ def create_app(
                 f"Model {resolved.model.full_id} uses wire API {resolved.model.api!r}, which this sidecar does not "
                 f"implement (supported: {', '.join(sorted(ADAPTERS))})"
             )
-        await budgets.check(caller)  # 429 before any upstream call
+        await budgets.check(caller, resolved.model)  # 429 / 403 before any upstream call
         generation_id = f"gen_{ULID()}"
         credential_source = resolved.credential.source if resolved.credential else None
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sidecar.auth import Caller
-from sidecar.errors import BudgetExceeded
+from sidecar.errors import BudgetExceeded, UnpricedModel
+from sidecar.models import ModelSpec
 
 from .service import Ledger
 
@@ -45,19 +46,28 @@ def period_end(period: str, now: datetime) -> datetime | None:
 
 
 class Budgets:
-    def __init__(self, ledger: Ledger, period: str) -> None:
+    def __init__(self, ledger: Ledger, period: str, *, allow_unpriced: bool = False) -> None:
         self._ledger = ledger
         self.period = period
+        self.allow_unpriced = allow_unpriced
 
     async def credits(self, caller: Caller, now: datetime | None = None) -> Credits:
         now = now or datetime.now(UTC)
         used = await self._ledger.spent(caller.identity, period_start(self.period, now))
         return Credits(caller.budget_usd, used)
 
-    async def check(self, caller: Caller) -> None:
-        """Raise ``BudgetExceeded`` (429) when the caller has spent its budget; free for a caller without one."""
+    async def check(self, caller: Caller, model: ModelSpec | None = None) -> None:
+        """Raise ``BudgetExceeded`` (429) when the caller has spent its budget, and ``UnpricedModel`` (403) when
+        ``model`` has no known price (it would be served at cost 0, so a budget could not bound it) unless
+        ``[budget] allow_unpriced`` is set. Free for a caller without a budget."""
         if caller.budget_usd is None:
             return
+        if model is not None and model.pricing is None and not self.allow_unpriced:
+            raise UnpricedModel(
+                f"Model {model.full_id} has no known price, and {caller.identity} has a budget, which an unpriced "
+                f'model would bypass. Price it with a [models."{model.full_id}"] cost = [input, output] row (USD per '
+                "1M tokens) in the sidecar config, or set [budget] allow_unpriced = true to serve it at cost 0."
+            )
         now = datetime.now(UTC)
         credits = await self.credits(caller, now)
         if credits.used < caller.budget_usd:
