@@ -12,93 +12,29 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
-from ulid import ULID
 
 from . import __version__
+from .admission import Admission
 from .auth import BearerAuth, Caller
 from .config import Settings
 from .credentials import CredentialStore
-from .errors import BadRequest, PayloadTooLarge, SidecarError, Unauthorized, classify_status
+from .errors import BadRequest, SidecarError
 from .gateway_routes import gateway_router
 from .ledger import Ledger, ledger_for
 from .ledger.budget import Budgets
-from .ledger.record import Attribution, now_ms, record_from_outcome
-from .providers import ADAPTERS
-from .providers.base import UpstreamCall
+from .pi_routes import ClientGone, pi_router
 from .realtime.routes import RealtimeGateway, realtime_router, realtime_socket_router
 from .realtime.tokens import store_for as token_store_for
 from .registry import ModelRegistry
-from .request import parse_request
-from .stream import EventTimeouts, Generation, Outcome
+from .responses import CORS_HEADERS, error_response, json_response
+from .stream import Outcome
 
 log = logging.getLogger("sidecar")
-
-CORS_HEADERS = {
-    "access-control-allow-origin": "*",
-    "access-control-allow-methods": "GET, POST, OPTIONS",
-    "access-control-allow-headers": "authorization, content-type, accept, x-omp-install-id, x-omp-hostname, "
-    "x-omp-app, anthropic-beta, anthropic-version, openai-organization, openai-project, openai-beta",
-    "access-control-expose-headers": "x-generation-id, x-request-id, request-id",
-    "access-control-max-age": "86400",
-}
-# Request headers the reference gateway forwards upstream (protocol §12); x-omp-* are attribution only.
-PASSTHROUGH_HEADERS = (
-    "anthropic-beta",
-    "anthropic-version",
-    "openai-organization",
-    "openai-project",
-    "openai-beta",
-    "chatgpt-account-id",
-    "originator",
-    "session_id",
-    "conversation_id",
-    "x-prompt-cache-key",
-    "x-session-id",
-    "x-conversation-id",
-)
-# Never let a caller's options.headers replace the injected credential or break the framing.
-_FORBIDDEN_OVERRIDES = frozenset(
-    {
-        "authorization",
-        "x-api-key",
-        "api-key",
-        "x-goog-api-key",
-        "host",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "cookie",
-    }
-)
-_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no", **CORS_HEADERS}
-_JSON_HEADERS = {"cache-control": "no-store", **CORS_HEADERS}
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(body),
-        status,
-        headers={**_JSON_HEADERS, **(headers or {})},
-        media_type="application/json; charset=utf-8",
-    )
-
-
-def error_response(exc: SidecarError) -> Response:
-    if isinstance(exc, Unauthorized):
-        return json_response({"error": "unauthorized"}, 401)  # a string, as the reference gateway sends it
-    return error_envelope(exc.status, exc.type, exc.message, exc.headers or None)
-
-
-def error_envelope(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    """The documented pre-stream error body: ``{"error": {"type", "message"}}``."""
-    return json_response({"error": {"type": type_, "message": message}}, status, headers)
 
 
 def log_outcome(generation_id: str, caller: Caller, outcome: Outcome) -> None:
@@ -154,6 +90,11 @@ def create_app(
     servable_at_start = sum(1 for _ in registry.servable())
     log.debug("%d models servable at startup", servable_at_start)
     auth = BearerAuth.from_settings(settings)
+    admission = Admission(
+        settings.limits.max_streams,
+        settings.limits.max_streams_per_workload,
+        {f"workload:{w.name}": w.max_streams for w in settings.workloads if w.max_streams is not None},
+    )
     ledger = ledger or ledger_for(settings)
     budgets = Budgets(ledger, settings.budget_period, allow_unpriced=settings.allow_unpriced)
     realtime = RealtimeGateway(
@@ -203,6 +144,12 @@ def create_app(
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         return error_response(BadRequest("Invalid request"))
 
+    @app.exception_handler(ClientGone)
+    async def _client_gone(request: Request, exc: ClientGone) -> Response:
+        # An ordinary event (a client timed out or was killed mid-upload): one line, no traceback.
+        log.info("client disconnected while sending %s %s", request.method, request.url.path)
+        return Response(status_code=499)
+
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> Response:
         log.error("internal error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
@@ -222,6 +169,7 @@ def create_app(
                 "ok": True,
                 "version": __version__,
                 "ledger": {"pending": ledger.pending, "written": ledger.written, "ok": ledger.last_error is None},
+                "streams": admission.snapshot(),
             }
         )
 
@@ -252,73 +200,18 @@ def create_app(
             data.append(row)
         return json_response({"object": "list", "data": data})
 
-    @app.post("/v1/pi/stream")
-    async def pi_stream(request: Request) -> Response:
-        caller = authenticate(request)
-        body = await read_body(request, settings.max_body_bytes)
-        started_ms = now_ms()
-        pi = parse_request(body)
-        attribution = Attribution.from_pi_options(pi.options)
-        resolved = registry.resolve(pi.model_id)
-        stream_fn = ADAPTERS.get(resolved.model.api)
-        if stream_fn is None:
-            raise BadRequest(
-                f"Model {resolved.model.full_id} uses wire API {resolved.model.api!r}, which this sidecar does not "
-                f"implement (supported: {', '.join(sorted(ADAPTERS))})"
-            )
-        await budgets.check(caller, resolved.model)  # 429 / 403 before any upstream call
-        generation_id = f"gen_{ULID()}"
-        credential_source = resolved.credential.source if resolved.credential else None
-
-        def finish(outcome: Outcome) -> None:
-            ledger.record(
-                record_from_outcome(
-                    generation_id=generation_id,
-                    created_at_ms=started_ms,
-                    identity=caller.identity,
-                    model=resolved.model,
-                    streamed=pi.stream,
-                    credential_source=credential_source,
-                    attribution=attribution,
-                    outcome=outcome,
-                )
-            )
-            on_finish(generation_id, caller, outcome)
-
-        call = UpstreamCall(
-            model=resolved.model,
-            context=pi.context,
-            options=pi.options,
-            api_key=resolved.credential.value if resolved.credential else None,
-            session_id=pi.session_id,
-            headers=upstream_headers(request, pi.options),
-            max_retries=settings.max_retries,
+    app.include_router(
+        pi_router(
+            settings,
+            auth=auth,
+            registry=registry,
+            ledger=ledger,
+            budgets=budgets,
+            admission=admission,
+            client=lambda: state["client"],
+            on_finish=on_finish,
         )
-        generation = Generation(
-            call=call,
-            stream_fn=stream_fn,
-            client=state["client"],
-            timeouts=EventTimeouts.from_options(pi.options),
-            on_finish=finish,
-        )
-        ids = {"x-generation-id": generation_id, "x-request-id": generation_id, "request-id": generation_id}
-        if not pi.stream:
-            message = await generation.run()
-            if message["stopReason"] == "aborted":
-                return error_envelope(499, "request_aborted", "client closed request", ids)
-            if message["stopReason"] == "error":
-                status = message.get("errorStatus") or 502
-                return error_envelope(
-                    status, classify_status(status), message.get("errorMessage", "upstream error"), ids
-                )
-            return json_response({"message": message}, 200, ids)
-        return EventSourceResponse(
-            generation.frames(),
-            headers={**_SSE_HEADERS, **ids},
-            media_type="text/event-stream; charset=utf-8",
-            ping=settings.heartbeat_seconds,
-            ping_message_factory=lambda: ServerSentEvent(comment="ping"),
-        )
+    )
 
     @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     async def no_route(request: Request, path: str) -> Response:
@@ -369,31 +262,3 @@ class StripPathPrefix:
                 if raw is not None and raw.startswith(self.prefix.encode()):
                     scope["raw_path"] = raw[len(self.prefix) :] or b"/"
         await self.app(scope, receive, send)
-
-
-def upstream_headers(request: Request, options: dict[str, Any]) -> dict[str, str]:
-    headers = {name: request.headers[name] for name in PASSTHROUGH_HEADERS if name in request.headers}
-    for name in request.headers:
-        if name.startswith("x-stainless-"):
-            headers[name] = request.headers[name]
-    for name, value in (options.get("headers") or {}).items():
-        if name.lower() not in _FORBIDDEN_OVERRIDES:
-            headers[name.lower()] = value
-    return headers
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    too_large = PayloadTooLarge(
-        f"Request body is larger than the {limit}-byte limit; raise [server] max_body_bytes in the config if needed"
-    )
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)

@@ -64,7 +64,9 @@ class Limits:
     max_streams_per_workload: int = 128
     """Generations in flight per caller identity; one more gets 429 with ``retry-after``."""
     max_identifier_chars: int = 256
-    """Model ids, tags, user ids, session ids and other identifiers; longer ones get 400."""
+    """Model ids and session ids; longer ones get 400 (ledger tags and user ids have their own, smaller bounds)."""
+    max_json_depth: int = 64
+    """Nesting of arrays and objects in a request body (tool schemas included); deeper bodies get 400."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +286,7 @@ _LIMIT_RANGES: dict[str, tuple[float, float]] = {
     "max_streams": (1, 1_000_000),
     "max_streams_per_workload": (1, 1_000_000),
     "max_identifier_chars": (16, 65_536),
+    "max_json_depth": (8, 200),  # orjson cannot encode past 254 levels; the upstream body adds a few
 }
 
 

@@ -15,7 +15,9 @@ import orjson
 
 from client.types import Context
 
+from .config import Limits
 from .errors import BadRequest
+from .identifiers import check_header, check_model_id, check_text, depth_exceeded, shown
 
 # Protocol §2.2 (18.2.11 ``ALLOWED_OPTION_KEYS``): anything else the client sends is dropped silently.
 ALLOWED_OPTION_KEYS = frozenset(
@@ -36,6 +38,7 @@ _BOOL_OPTIONS = frozenset(
 )
 _STRING_OPTIONS = frozenset("sessionId promptCacheKey cacheRetention reasoning serviceTier initiatorOverride".split())
 _OBJECT_OPTIONS = frozenset("headers metadata thinkingBudgets requestMetadata".split())
+_MAX_DURATION_MS = 86_400_000  # a day: longer timeouts are a mistake, and huge ones overflow the event loop's clock
 _EFFORTS = frozenset({"minimal", "low", "medium", "high", "xhigh", "max"})
 
 _USER_BLOCKS = frozenset({"text", "image"})
@@ -54,7 +57,7 @@ class PiRequest:
     session_id: str
 
 
-def parse_request(body: bytes) -> PiRequest:
+def parse_request(body: bytes, limits: Limits) -> PiRequest:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -64,8 +67,15 @@ def parse_request(body: bytes) -> PiRequest:
             "Invalid JSON body: expected an object like "
             '{"modelId": "provider/model", "context": {"messages": [...]}, "options": {}}'
         )
+    too_deep = depth_exceeded(data, limits.max_json_depth)
+    if too_deep is not None:
+        where = too_deep if len(too_deep) <= 80 else too_deep[:80] + "…"
+        raise BadRequest(
+            f"`{where}` nests arrays/objects deeper than {limits.max_json_depth} levels; flatten it (or raise "
+            "[server] max_json_depth)"
+        )
 
-    model_id = _model_id(data)
+    model_id = check_model_id(_model_id(data), "modelId", limits.max_identifier_chars)
     context = data.get("context")
     if not isinstance(context, dict):
         raise BadRequest("Missing `context` object")
@@ -84,13 +94,17 @@ def parse_request(body: bytes) -> PiRequest:
     for i, message in enumerate(messages):
         _check_message(message, f"context.messages[{i}]")
 
-    options = _options(data.get("options"))
+    options = _options(data.get("options"), limits)
     stream = data.get("stream")
+    if stream is None:
+        stream = True
+    elif not isinstance(stream, bool):
+        raise BadRequest(f"`stream` must be true or false, got {type(stream).__name__}")
     return PiRequest(
         model_id=model_id,
         context=context,  # type: ignore[arg-type]  # checked above, field by field
         options=options,
-        stream=stream if isinstance(stream, bool) else True,
+        stream=stream,
         session_id=_session_id(model_id, context, options),
     )
 
@@ -109,7 +123,7 @@ def _model_id(data: dict[str, Any]) -> str:
     raise BadRequest("Missing `modelId` (or `model.id`) field")
 
 
-def _options(raw: Any) -> dict[str, Any]:
+def _options(raw: Any, limits: Limits) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -133,9 +147,22 @@ def _options(raw: Any) -> dict[str, Any]:
         raise BadRequest(f"`options.reasoning` must be one of {', '.join(sorted(_EFFORTS))}")
     if "maxTokens" in options and options["maxTokens"] < 1:
         raise BadRequest("`options.maxTokens` must be at least 1")
+    for key in ("streamFirstEventTimeoutMs", "streamIdleTimeoutMs", "maxRetryDelayMs"):
+        if key in options and not -1 <= options[key] <= _MAX_DURATION_MS:
+            raise BadRequest(f"`options.{key}` must be between 0 and {_MAX_DURATION_MS} milliseconds")
+    for key in ("sessionId", "promptCacheKey"):
+        if key in options:
+            check_text(options[key], f"options.{key}", limits.max_identifier_chars)
     headers = options.get("headers")
-    if headers is not None and not all(isinstance(v, str) for v in headers.values()):
-        raise BadRequest("`options.headers` values must be strings")
+    if headers is not None:
+        size = 0
+        for name, value in headers.items():
+            if not isinstance(value, str):
+                raise BadRequest(f"`options.headers` values must be strings; {shown(name)} is {type(value).__name__}")
+            check_header(name, value, "options.headers")
+            size += len(name) + len(value)
+        if size > limits.max_header_bytes:
+            raise BadRequest(f"`options.headers` add up to {size} bytes; the limit is {limits.max_header_bytes}")
     return options
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from sidecar.errors import BadRequest
+from sidecar.identifiers import check_text
 
 if TYPE_CHECKING:
     from sidecar.models import ModelSpec
@@ -70,6 +71,7 @@ class Attribution:
             for tag in raw:
                 if len(tag) > MAX_TAG_LENGTH:
                     raise BadRequest(f"`{path}` has a tag longer than {MAX_TAG_LENGTH} characters")
+                check_text(tag, path, MAX_TAG_LENGTH)
             tags = tuple(dict.fromkeys(raw))  # de-duplicated, order kept
         return cls(user=user, tags=tags, quota_entity_id=quota)
 
@@ -81,7 +83,7 @@ def _identifier(path: str, value: Any) -> str | None:
         raise BadRequest(f"`{path}` must be a non-empty string")
     if len(value) > MAX_ID_LENGTH:
         raise BadRequest(f"`{path}` is longer than {MAX_ID_LENGTH} characters")
-    return value
+    return check_text(value, path, MAX_ID_LENGTH)
 
 
 @dataclass(slots=True)
