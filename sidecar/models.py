@@ -2,6 +2,11 @@
 
 A ``ModelSpec`` is everything an adapter needs to know about the upstream besides the credential: wire API, base URL,
 pricing and ``compat`` flags (vendor quirks as data, never ``if provider == ...`` in an adapter).
+
+A model's price comes from, first to last: its ``[models."provider/id"] cost`` in the config file, its row in
+``catalog.toml``, the genai-prices database (``ProviderSpec.genai_prices``, see ``pricing``), the provider's
+``default_cost``. With none of them it is unpriced (``pricing=None``), which the budget check refuses to callers
+with a budget unless ``[budget] allow_unpriced`` is set.
 """
 
 from __future__ import annotations
@@ -61,6 +66,11 @@ class ProviderSpec:
     compat: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     default_model: str | None = None
+    genai_prices: str | None = None
+    """The provider's id in the genai-prices database (``x-ai`` for ``xai``): models without a catalog row are priced
+    from it. ``None``: not looked up there."""
+    default_pricing: Pricing | None = None
+    """``default_cost``: the price of every model of this provider that has no other (``[0, 0]`` for a local server)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +81,7 @@ class ModelSpec:
     base_url: str
     name: str = ""
     pricing: Pricing | None = None
-    """``None``: not in the catalog; served at cost 0 with a warning."""
+    """``None``: no known price (see the module docstring); served at cost 0, and refused to budgeted callers."""
     context_window: int | None = None
     max_tokens: int | None = None
     reasoning: bool = False
@@ -141,6 +151,12 @@ def build_catalog(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = 
         if not isinstance(api, str) or not isinstance(base_url, str):
             raise ConfigError(f"[providers.{pid}] needs string `api` and `base_url`")
         env_keys = p.get("env_keys", [])
+        genai_prices = p.get("genai_prices")
+        if genai_prices is not None and not isinstance(genai_prices, str):
+            raise ConfigError(f'[providers.{pid}] genai_prices must be a provider id like "openai" ("" for none)')
+        default_pricing = (
+            Pricing.parse(p["default_cost"], f"[providers.{pid}] default_cost") if "default_cost" in p else None
+        )
         providers[pid] = ProviderSpec(
             id=pid,
             api=api,
@@ -151,6 +167,8 @@ def build_catalog(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = 
             compat=MappingProxyType(dict(p.get("compat", {}))),
             headers=MappingProxyType({str(k): str(v) for k, v in p.get("headers", {}).items()}),
             default_model=p.get("default_model"),
+            genai_prices=genai_prices or None,
+            default_pricing=default_pricing,
         )
 
     models: dict[str, CatalogModel] = {}

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from .config import Settings
 from .credentials import Credential, CredentialStore
 from .errors import MissingCredential, UnknownModel
-from .models import ModelSpec, ProviderSpec, model_spec
+from .models import CatalogModel, ModelSpec, ProviderSpec, model_spec
+from .pricing import PriceDatabase
 
 log = logging.getLogger("sidecar.registry")
+
+UNCATALOGUED_CACHE_SIZE = 4096
+"""Model ids without a catalog row whose price lookup (and "not priced" warning) is remembered. Ids come from
+requests, so every per-id structure is bounded; past the bound the least recently used id is looked up again."""
+_LOGGED_ID_CHARS = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,11 +30,17 @@ class Resolved:
 
 
 class ModelRegistry:
-    def __init__(self, settings: Settings, credentials: CredentialStore) -> None:
+    def __init__(
+        self, settings: Settings, credentials: CredentialStore, *, cache_size: int = UNCATALOGUED_CACHE_SIZE
+    ) -> None:
         self._settings = settings
         self._catalog = settings.catalog
         self._credentials = credentials
-        self._warned: set[str] = set()
+        self.prices = PriceDatabase(
+            {p.genai_prices for p in self._catalog.providers.values() if p.genai_prices}, cache_size
+        )
+        # An LRU cache of a function that logs: it logs once per id while the id stays among the cached ones.
+        self._warn_unpriced = functools.lru_cache(maxsize=cache_size)(_warn_unpriced)
         # Bare ids resolve to the first provider (catalog order) that serves them, as the reference gateway does.
         self._by_bare_id: dict[str, list[str]] = {}
         for full_id, row in self._catalog.models.items():
@@ -41,13 +55,7 @@ class ModelRegistry:
         if sep and provider_id in self._catalog.providers:
             provider = self._catalog.providers[provider_id]
             credential = self._credentials.require(provider)
-            row = self._catalog.models.get(model_id)
-            if row is None and model_id not in self._warned:
-                self._warned.add(model_id)
-                log.warning(
-                    "model %s is not in the catalog: served with cost 0 (add a [models] row to price it)", model_id
-                )
-            return Resolved(model_spec(provider, rest, row, self.base_url(provider)), provider, credential)
+            return Resolved(self._spec(provider, rest, self._catalog.models.get(model_id)), provider, credential)
 
         candidates = self._by_bare_id.get(model_id, [])
         missing: MissingCredential | None = None
@@ -59,7 +67,7 @@ class ModelRegistry:
             except MissingCredential as exc:
                 missing = missing or exc
                 continue
-            return Resolved(model_spec(provider, row.id, row, self.base_url(provider)), provider, credential)
+            return Resolved(self._spec(provider, row.id, row), provider, credential)
         if missing is not None:
             raise missing
         raise UnknownModel(model_id)
@@ -72,4 +80,34 @@ class ModelRegistry:
             if provider.id not in ready:
                 ready[provider.id] = not provider.needs_credential or self._credentials.resolve(provider) is not None
             if ready[provider.id]:
-                yield model_spec(provider, row.id, row, self.base_url(provider))
+                yield self._spec(provider, row.id, row)
+
+    @property
+    def warned(self) -> int:
+        """Unpriced model ids remembered as already logged (at most the cache size)."""
+        return self._warn_unpriced.cache_info().currsize
+
+    def _spec(self, provider: ProviderSpec, model_id: str, row: CatalogModel | None) -> ModelSpec:
+        spec = model_spec(provider, model_id, row, self.base_url(provider))
+        if spec.pricing is not None:
+            return spec
+        # No cost in the config or the catalog: genai-prices, then the provider's default_cost.
+        pricing = None
+        if provider.genai_prices:
+            pricing = self.prices.pricing(provider.genai_prices, model_id, datetime.now(UTC))
+        if pricing is None:
+            pricing = provider.default_pricing
+        if pricing is None:
+            self._warn_unpriced(spec.full_id)
+            return spec
+        return replace(spec, pricing=pricing)
+
+
+def _warn_unpriced(full_id: str) -> None:
+    shown = ascii(full_id[:_LOGGED_ID_CHARS]) + ("…" if len(full_id) > _LOGGED_ID_CHARS else "")
+    log.warning(
+        "model %s has no known price (no cost in the config or the catalog, not in genai-prices, no provider "
+        "default_cost): served at cost 0 to callers without a budget, refused to callers with one unless [budget] "
+        "allow_unpriced",
+        shown,
+    )
