@@ -180,10 +180,14 @@ class UpstreamError(SidecarError):
 
 
 class UpstreamStatusError(UpstreamError):
-    """Non-2xx from the provider. ``retry_after`` is seconds, when the provider said."""
+    """Non-2xx from the provider. ``retry_after`` is seconds, when the provider said.
 
-    def __init__(self, status: int, body: str, retry_after: float | None = None) -> None:
-        excerpt = redact(body.strip())[:_MAX_BODY_EXCERPT]
+    The body is redacted before it is cut to an excerpt, with ``secrets`` (the key sent upstream) as known values:
+    ``redact`` decodes the escapes a body may spell the key with, so the excerpt is the decoded text.
+    """
+
+    def __init__(self, status: int, body: str, retry_after: float | None = None, secrets: tuple[str, ...] = ()) -> None:
+        excerpt = redact(body.strip(), secrets)[:_MAX_BODY_EXCERPT]
         super().__init__(f"{status} {excerpt}" if excerpt else f"{status} (empty body)", status)
         self.retry_after = retry_after
 

@@ -1,35 +1,114 @@
-"""Log setup for ``sidecar serve``: one stderr handler whose filter masks secrets in every record, whoever logs it."""
+"""Log setup for ``sidecar serve``: one stderr handler that, whoever logs (our modules, uvicorn's access log, any
+library), masks secrets, writes each record as one line, and keeps prompt and completion text out unless the
+operator turned ``[server] log_content`` on.
+
+* ``RedactingFilter``: the one redaction (``sidecar.redaction``) over the message and any traceback.
+* ``OneLineFormatter``: control characters become visible escapes, so no logged value can start a line of its own.
+* ``ContentFilter``: DEBUG records of the loggers that write request or response bodies are dropped.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import Final
 
 from .config import Settings
 from .redaction import redact
 
+LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+# Every character that ends a line somewhere (\n, \r, VT, FF, the C0 separators, NEL, U+2028/U+2029) and the other
+# C0/C1 controls and DEL (NUL, ESC for terminal sequences …): written as \n, \r, \t or \xNN / \uNNNN.
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_CONTROL_CODES = (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
+_CONTROL: Final = {code: _NAMED.get(chr(code), f"\\x{code:02x}") for code in _CONTROL_CODES}
+_CONTINUATION: Final = "    | "
+"""Starts every continuation line of a traceback: never a timestamp, so no reader takes it for a record."""
+
+# Loggers that write request or response content at DEBUG: sse-starlette logs every outgoing SSE chunk (the
+# completion text), websockets every frame (the realtime user's words and audio, the model's answers), uvicorn's
+# "uvicorn.error" is the logger it hands to websockets for browser sockets, "sidecar.realtime.upstream" the one the
+# relay hands it for upstream sockets (both are also kept at INFO always: their handshakes carry credentials).
+CONTENT_LOGGERS: Final = ("sse_starlette", "websockets", "uvicorn.error", "sidecar.realtime.upstream")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as a visible escape (one line, whatever it contained)."""
+    return text if text.isprintable() else text.translate(_CONTROL)
+
 
 class RedactingFilter(logging.Filter):
-    """Defence in depth: whatever a library logs, key-shaped strings and the loaded keys are masked."""
+    """Defence in depth: whatever a library logs, key-shaped strings and the loaded keys are masked, in the message
+    and in the traceback (an exception's message may quote a provider body)."""
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
-        self._secrets = [s for s in secrets if s]
+        self._secrets = tuple(s for s in secrets if s)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         cleaned = redact(message, self._secrets)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, self._secrets)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, self._secrets)
         return True
+
+
+class ContentFilter(logging.Filter):
+    """Drops the records below INFO of ``CONTENT_LOGGERS`` and their children."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.INFO:
+            return True
+        name = record.name
+        return not any(name == logger or name.startswith(logger + ".") for logger in CONTENT_LOGGERS)
+
+
+class OneLineFormatter(logging.Formatter):
+    """``LOG_FORMAT`` with every control character in the record escaped, so each record starts with its own
+    timestamp and no logged value (a path, a model id, a provider message, an exception message) can forge one.
+
+    A traceback stays readable on several lines, but each of its lines is escaped on its own and starts with
+    ``_CONTINUATION``, so a newline inside an exception's message cannot start a line that looks like a record.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(LOG_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        line = escape_controls(self.formatMessage(record))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        extra = [text for text in (record.exc_text, record.stack_info and self.formatStack(record.stack_info)) if text]
+        if not extra:
+            return line
+        continuation = "\n".join(extra).split("\n")  # only the traceback's own line breaks; others are escaped
+        return "\n".join([line, *(_CONTINUATION + escape_controls(part) for part in continuation)])
 
 
 def configure_logging(settings: Settings, secrets: list[str]) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter(secrets))
+    handler.setFormatter(OneLineFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
     # httpx logs every request URL at INFO; keep it for debugging only.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if not settings.log_content:
+        # The levels keep the records from being made at all (sse-starlette checks before formatting each chunk);
+        # the filter holds whatever sets those levels later.
+        handler.addFilter(ContentFilter())
+        floor = max(logging.INFO, root.level)
+        for name in CONTENT_LOGGERS:
+            logger = logging.getLogger(name)
+            logger.setLevel(max(floor, logger.level))
+    handler.addFilter(RedactingFilter(secrets))

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from sidecar.logs import RedactingFilter
-from tests.conftest import pi_body
+from sidecar.redaction import redact
+from tests.canaries import ENCODINGS, double_escaped, half_escaped, json_escaped, leaks, percent_encoded
+from tests.conftest import pi_body, read_events
 from tests.fakeupstream import FakeUpstream, Reply, fixture_bytes
 from tests.sidecar_server import ANTHROPIC_CANARY, OPENAI_CANARY, TOKEN, run_sidecar, sidecar_environ, write_config
 
@@ -90,3 +94,86 @@ def test_redacting_log_filter_masks_known_values_and_key_shapes() -> None:
     )
     assert RedactingFilter(["mysecret-value"]).filter(record)
     assert record.getMessage() == "got [REDACTED] and [REDACTED]"
+
+
+# ----- escaped keys: every reversible spelling of the key is caught, on every path ------------------------------
+
+
+@pytest.mark.parametrize("encoding", sorted(ENCODINGS))
+@pytest.mark.parametrize("secret", [PLAIN_CANARY, OPENAI_CANARY])
+def test_redact_catches_every_spelling_of_a_secret(encoding: str, secret: str) -> None:
+    spelled = f"Incorrect API key provided: {ENCODINGS[encoding](secret)}. See the docs."
+    cleaned = redact(spelled, (secret,))
+    assert not leaks(cleaned, secret), cleaned
+    assert cleaned == "Incorrect API key provided: [REDACTED]. See the docs."
+
+
+def test_redact_catches_base64_of_a_known_secret_at_any_alignment() -> None:
+    for prefix in (b"", b"u:", b"user:"):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            blob = encode(prefix + PLAIN_CANARY.encode() + b"!").decode()
+            cleaned = redact(f"Basic {blob}", (PLAIN_CANARY,))
+            assert "[REDACTED]" in cleaned and not leaks(cleaned, PLAIN_CANARY), (prefix, cleaned)
+
+
+def test_redact_decodes_surrogate_pairs_and_replaces_lone_surrogates() -> None:
+    cleaned = redact(r"smile \ud83d\ude00, broken \ud800, key " + json_escaped(PLAIN_CANARY), (PLAIN_CANARY,))
+    assert cleaned == "smile \U0001f600, broken \ufffd, key [REDACTED]"
+    cleaned.encode("utf-8")  # a lone surrogate would make the error body unencodable
+
+
+def test_redact_leaves_ordinary_text_alone() -> None:
+    text = 'path C:\\temp\\x, 100% sure, a & b, "quoted" \\n'
+    assert redact(text, (PLAIN_CANARY,)) == text
+
+
+# Provider error bodies spelling the key as raw JSON text (bytes on the wire): \u-escaped, half escaped, percent-encoded
+# inside a URL, in a body encoded twice, and next to a lone surrogate and a surrogate pair.
+_ESCAPED_BODIES = [
+    b'{"error": {"message": "key ' + json_escaped(PLAIN_CANARY).encode() + b' is not allowed"}}',
+    b'{"error": {"message": "key ' + half_escaped(PLAIN_CANARY).encode() + b' is not allowed"}}',
+    b'{"error": {"message": "see https://example.test/keys?k=' + percent_encoded(PLAIN_CANARY).encode() + b'"}}',
+    b'{"error": {"message": "key ' + double_escaped(PLAIN_CANARY).encode() + b' is not allowed"}}',
+    b'{"error": {"message": "\\ud800 \\ud83d\\ude00 key ' + json_escaped(PLAIN_CANARY).encode() + b'"}}',
+    b'{"error": {"message": "Incorrect API key provided: ' + json_escaped(OPENAI_CANARY).encode() + b'"}}',
+]
+
+
+def error_message(response: httpx.Response, json_mode: bool) -> str:
+    """The error text the client gets: the JSON envelope's message, or the in-band error event's errorMessage."""
+    if json_mode:
+        return str(response.json()["error"]["message"])
+    terminal: Any = read_events(response)[-1]
+    return str(terminal["error"]["errorMessage"])
+
+
+@pytest.mark.parametrize("json_mode", [False, True], ids=["sse", "json"])
+def test_escaped_keys_in_upstream_errors_never_reach_the_client(
+    upstream: FakeUpstream, tmp_path: Path, caplog: pytest.LogCaptureFixture, json_mode: bool
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    environ = sidecar_environ(upstream.url, tmp_path, SELFHOSTED_KEY=PLAIN_CANARY)
+    config = write_config(tmp_path, CONFIG.format(url=upstream.url))
+    good = {"authorization": f"Bearer {TOKEN}"}
+    models = ["selfhosted/some-model"] * (len(_ESCAPED_BODIES) - 1) + ["openai/gpt-4o", "selfhosted/some-model"]
+    # Inside a 200 stream, in a body that was encoded twice: JSON parsing leaves \u-escapes in the message.
+    stream_error = b'data: {"error": {"message": "bad key ' + double_escaped(PLAIN_CANARY).encode() + b'"}}\n\n'
+    seen: list[str] = []
+    messages: list[str] = []
+    with run_sidecar(environ, config) as running:
+        upstream.push(*(Reply.json(401, body) for body in _ESCAPED_BODIES), Reply.sse(stream_error))
+        for model in models:
+            body = {**pi_body(model), "stream": not json_mode}
+            response = httpx.post(f"{running.url}/v1/pi/stream", json=body, headers=good, timeout=10)
+            seen.append(response.text)
+            messages.append(error_message(response, json_mode))
+        outcomes = running.wait_for_outcomes(len(models))
+    assert len(upstream.received) == len(models)  # every request reached the upstream and got its scripted reply
+    for text, message in zip(seen, messages, strict=True):
+        for secret in (PLAIN_CANARY, OPENAI_CANARY):
+            assert not leaks(text, secret), text
+        assert "[REDACTED]" in message, message  # the provider's message came back, minus the key
+    assert "key [REDACTED] is not allowed" in messages[0] and "\U0001f600" in messages[4]
+    logged = caplog.text + "".join(repr(o) for o in outcomes)
+    for secret in (PLAIN_CANARY, OPENAI_CANARY):
+        assert not leaks(logged, secret)

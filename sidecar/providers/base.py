@@ -218,7 +218,8 @@ async def open_stream(
             with map_transport_errors(call.model.provider):
                 body = await _read_error_body(response)
             retry_after = _retry_after_seconds(response.headers)
-            error = UpstreamStatusError(response.status_code, body, retry_after)
+            secrets = (call.api_key,) if call.api_key else ()
+            error = UpstreamStatusError(response.status_code, body, retry_after, secrets)
         finally:
             await response.aclose()
         if response.status_code not in _RETRY_STATUSES or attempt >= call.max_retries:

@@ -246,8 +246,12 @@ def _stream_error(call: UpstreamCall, error: Mapping[str, Any]) -> UpstreamStrea
         tags = f"{kind} {code}"
         status = 429 if "rate_limit" in tags or "insufficient_quota" in tags else 500
     secrets = [call.api_key] if call.api_key else []
-    message = redact(str(error.get("message") or "no message"), secrets)
-    return UpstreamStreamError(f"{call.model.provider} stream error ({kind or code or 'error'}): {message}", status)
+    # Every field taken from the provider goes through the redaction, not only the message.
+    message = redact(
+        f"{call.model.provider} stream error ({kind or code or 'error'}): {error.get('message') or 'no message'}",
+        secrets,
+    )
+    return UpstreamStreamError(message, status)
 
 
 class _Parser:

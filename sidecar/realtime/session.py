@@ -32,11 +32,12 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from sidecar.auth import Caller
 from sidecar.config import RealtimeSettings
-from sidecar.errors import BadRequest, BudgetExceeded, LedgerUnavailable, redact
+from sidecar.errors import BadRequest, BudgetExceeded, LedgerUnavailable
 from sidecar.ledger.budget import Budgets
 from sidecar.ledger.record import Attribution, GenerationRecord, now_ms
 from sidecar.ledger.service import Ledger
 from sidecar.models import ModelSpec, Pricing
+from sidecar.redaction import redact, redact_json
 
 from .mapping import (
     RealtimeEventError,
@@ -66,6 +67,14 @@ _FIRST_OUTPUT = frozenset(
         "response.audio_transcript.delta",
     }
 )
+# Normalized events sent to the browser without redaction: the per-chunk deltas of the model's own output (audio,
+# text, transcript, tool arguments), by far the most frequent frames, audio ones large. They carry only what the
+# model generated, and the model never sees the provider key (it goes only into the upstream handshake header), so
+# there is nothing to find in them. Every other event is redacted: error events (message and raw), response-done
+# (a failed response's status_details carry provider text), custom (unknown upstream events, e.g. a failed
+# transcription), session events, and the sidecar's own error events.
+_UNREDACTED_KINDS = frozenset({"audio-delta", "text-delta", "audio-transcript-delta", "function-call-arguments-delta"})
+_MAX_CLOSE_REASON_BYTES = 123  # RFC 6455: the close frame's payload is at most 125 bytes, 2 of them the code
 
 
 def realtime_url(model: ModelSpec) -> str:
@@ -154,10 +163,15 @@ class RealtimeSession:
         )
         return conn
 
+    @property
+    def _secrets(self) -> tuple[str, ...]:
+        return (self.api_key,) if self.api_key else ()
+
     def _connect_error(self, exc: BaseException) -> str:
         if isinstance(exc, InvalidStatus):
             status = exc.response.status_code
-            body = redact(exc.response.body.decode(errors="replace"), (self.api_key or "",))[:500]
+            # Redacted before it is cut, so no part of the key survives the cut (``_send`` redacts it again).
+            body = redact(exc.response.body.decode(errors="replace"), self._secrets)[:500]
             return f"upstream {self.model.provider} refused the realtime connection: {status} {body}".strip()
         return f"upstream {self.model.provider} realtime connection failed ({type(exc).__name__})"
 
@@ -262,7 +276,7 @@ class RealtimeSession:
         await self._send(error_event(reason, "session_limit"))
         self._closing = True
         await upstream.close(1000, "session limit")
-        await self._close_browser(1008, reason[:120])
+        await self._close_browser(1008, reason)
 
     # ----- usage → ledger ---------------------------------------------------------------------------------------
 
@@ -318,13 +332,20 @@ class RealtimeSession:
 
     # ----- browser side -----------------------------------------------------------------------------------------
 
+    # Every frame and close reason for the browser passes these two methods: the one place provider text is redacted
+    # on this path, with the live key as a known secret.
+
     async def _send(self, event: dict[str, Any]) -> None:
+        if event.get("type") not in _UNREDACTED_KINDS:
+            event = redact_json(event, self._secrets)
         try:
             await self.browser.send_text(orjson.dumps(event).decode())
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass  # the browser is gone; its side of the relay ends on its own
 
     async def _close_browser(self, code: int, reason: str = "") -> None:
+        reason = redact(reason, self._secrets)
+        reason = reason.encode()[:_MAX_CLOSE_REASON_BYTES].decode(errors="ignore")  # cut after redacting, never before
         try:
             await self.browser.close(code, reason)
         except (WebSocketDisconnect, RuntimeError, OSError):
@@ -332,7 +353,7 @@ class RealtimeSession:
 
     async def _fail_browser(self, message: str, code: str, close_code: int) -> None:
         await self._send(error_event(message, code))
-        await self._close_browser(close_code, message[:120])
+        await self._close_browser(close_code, message)
 
 
 def price_usage(record: GenerationRecord, usage: dict[str, Any], text: Pricing | None, audio: Pricing | None) -> None:

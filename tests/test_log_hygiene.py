@@ -1,0 +1,159 @@
+"""The log of a real ``sidecar serve`` process: one line per record whatever a caller sends, and no prompt or
+completion text at any level unless ``[server] log_content`` is on.
+
+Each test starts ``python -m sidecar serve --access-log`` at ``log_level = "debug"`` and reads its stderr.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from websockets.sync.client import connect
+
+from sidecar.logs import OneLineFormatter, RedactingFilter
+from tests.conftest import pi_body, read_events
+from tests.fakerealtime import FakeRealtime
+
+TOKEN = "log-hygiene-bearer-0123456789"
+HEADERS = {"authorization": f"Bearer {TOKEN}"}
+RECORD_START = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
+FORGED = "1999-12-31 23:59:59,999 ERROR sidecar: forged"
+"""What an attacker wants to appear as a record of its own; a date no real record of this run has."""
+PROMPT_CANARY = "prompt-canary-7f3a9c"
+
+
+@dataclass
+class Served:
+    url: str
+    port: int
+    stderr: Path
+
+    def log(self) -> str:
+        return self.stderr.read_text(encoding="utf-8", errors="surrogateescape")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve(tmp_path: Path, log_content: bool, realtime_url: str = "http://127.0.0.1:9") -> Iterator[Served]:
+    config = tmp_path / "sidecar.toml"
+    config.write_text(f'[server]\nlog_level = "debug"\nlog_content = {str(log_content).lower()}\n', encoding="utf-8")
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "SIDECAR_TOKEN": TOKEN,
+        "OPENAI_API_KEY": "sk-log-hygiene-canary-000111222333",
+        "OPENAI_BASE_URL": realtime_url,
+    }
+    port = free_port()
+    served = Served(f"http://127.0.0.1:{port}", port, tmp_path / "stderr.log")
+    with served.stderr.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sidecar", "serve", "--config", str(config), "--port", str(port), "--access-log"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if httpx.get(f"{served.url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, f"sidecar did not start:\n{served.log()}"
+            time.sleep(0.05)
+        yield served
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_no_logged_value_can_forge_a_record(tmp_path: Path) -> None:
+    """A request path, a model id and a realtime team name carrying CR/LF, NUL, NEL and U+2028 each stay inside
+    their own record: every stderr line is a record start, and no line is the forged one."""
+    breaks = "\n\r\x00\x85\u2028"
+    with FakeRealtime() as up, serve(tmp_path, False, up.url.replace("ws://", "http://")) as served:
+        # uvicorn's access log: the path decodes to CR, LF, NUL, NEL and U+2028 before it is logged.
+        response = httpx.get(f"{served.url}/x%0A{FORGED.replace(' ', '%20')}%0D%00%C2%85%E2%80%A8", headers=HEADERS)
+        assert response.status_code == 404
+        # A model id (logged when a provider serves an id that is not in the catalog, if the request parser lets
+        # it through).
+        body = pi_body(f"echo/x\n{FORGED} model{breaks}")
+        httpx.post(f"{served.url}/v1/pi/stream", json=body, headers=HEADERS, timeout=10)
+        # The realtime team name: base64 in the subprotocol, logged decoded when the session opens.
+        team = base64.urlsafe_b64encode(f"acme\n{FORGED} team{breaks}".encode()).decode().rstrip("=")
+        url = f"ws://127.0.0.1:{served.port}/realtime-model?ai-model-id=openai%2Fgpt-realtime"
+        protocols = ["ai-gateway-realtime.v1", f"ai-gateway-team.{team}"]
+        with connect(url, subprotocols=protocols, additional_headers=HEADERS, open_timeout=5) as ws:  # type: ignore[arg-type]
+            assert json.loads(ws.recv(timeout=5))["type"] == "session-created"
+        up.wait_closed()
+    log = served.log()
+    lines = log.splitlines()  # splits at every line break a log reader might honour (\r, \x85, \u2028 …)
+    assert lines, "the sidecar logged nothing"
+    for line in lines:
+        assert RECORD_START.match(line), f"a line that is not a record of its own: {line!r}\n\n{log}"
+        assert not line.startswith(FORGED[:23]), f"a forged record: {line!r}"
+    assert not any(c in log for c in "\r\x00\x85\u2028"), "a raw control character reached the log"
+    # The values were logged, escaped (so the test saw them go through the log).
+    assert f"team=acme\\n{FORGED} team\\n\\r\\x00\\x85\\u2028" in log
+
+
+def test_a_traceback_stays_readable_but_cannot_forge_a_record() -> None:
+    """A real internal error keeps its multi-line traceback; every continuation line is marked, and the exception's
+    message (which may quote input) is escaped line by line."""
+    formatter = OneLineFormatter()
+    try:
+        raise ValueError(f"bad input\n{FORGED} in exception\x00")
+    except ValueError:
+        record = logging.LogRecord(
+            "sidecar", logging.ERROR, __file__, 1, "internal error %s", ("x\ny",), sys.exc_info()
+        )
+    RedactingFilter([]).filter(record)
+    lines = formatter.format(record).split("\n")
+    assert RECORD_START.match(lines[0]) and lines[0].endswith("internal error x\\ny")
+    assert lines[1] == "    | Traceback (most recent call last):"
+    assert all(line.startswith("    | ") for line in lines[1:]), lines
+    assert lines[-2:] == ["    | ValueError: bad input", f"    | {FORGED} in exception\\x00"]
+
+
+def prompt_turns(served: Served) -> None:
+    """An echo/echo generation streamed (SSE) and in JSON mode: the echo model answers with the prompt."""
+    body = pi_body("echo/echo", f"please repeat {PROMPT_CANARY}")
+    streamed = httpx.post(f"{served.url}/v1/pi/stream", json=body, headers=HEADERS, timeout=10)
+    assert PROMPT_CANARY in read_events(streamed)[-1]["message"]["content"][0]["text"]  # type: ignore[index]
+    whole = httpx.post(f"{served.url}/v1/pi/stream", json={**body, "stream": False}, headers=HEADERS, timeout=10)
+    assert PROMPT_CANARY in whole.text
+
+
+def test_debug_logs_no_prompt_or_completion_text(tmp_path: Path) -> None:
+    with serve(tmp_path, log_content=False) as served:
+        prompt_turns(served)
+    log = served.log()
+    assert " DEBUG " in log  # the level really was debug
+    assert PROMPT_CANARY not in log
+
+
+def test_log_content_lets_library_debug_output_show_content(tmp_path: Path) -> None:
+    """The switch is real: with ``[server] log_content = true`` the same run logs the completion text."""
+    with serve(tmp_path, log_content=True) as served:
+        prompt_turns(served)
+    assert PROMPT_CANARY in served.log()
