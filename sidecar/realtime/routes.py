@@ -30,12 +30,14 @@ from sidecar.errors import (
     InvalidToken,
     MissingCredential,
     ModelNotFound,
+    PayloadTooLarge,
     SidecarError,
     TooManySessions,
     Unauthorized,
     UnknownModel,
 )
 from sidecar.gateway_routes import authenticate_gateway
+from sidecar.identifiers import check_model_id, shown
 from sidecar.ledger.budget import Budgets
 from sidecar.ledger.service import Ledger
 from sidecar.registry import ModelRegistry, Resolved
@@ -103,7 +105,7 @@ class RealtimeGateway:
             raise BadRequest('`model` is required: a realtime model id such as "openai/gpt-realtime"')
         route_kind = data.get("routeKind") or "realtime"
         if route_kind != "realtime":
-            raise BadRequest(f"routeKind {route_kind!r} is not supported by this sidecar (only realtime)")
+            raise BadRequest(f"routeKind {shown(str(route_kind))} is not supported by this sidecar (only realtime)")
         ttl = data.get("expiresIn", self.limits.default_ttl_seconds)
         if ttl is None:
             ttl = self.limits.default_ttl_seconds
@@ -114,8 +116,8 @@ class RealtimeGateway:
                 f"`expiresIn` {ttl:g} s is over this sidecar's maximum of {self.limits.max_ttl_seconds} s "
                 "(raise [realtime] max_ttl_seconds to allow it)"
             )
-        resolved = self.resolve(model_id)
-        await self.budgets.check(caller)
+        resolved = self.resolve(model_id, "model")
+        await self.budgets.check(caller, resolved.model)
         token, key = mint_token()
         expires_at = time.time() + float(ttl)
         await self.tokens.put(
@@ -123,7 +125,8 @@ class RealtimeGateway:
         )
         return {"token": token, "expiresAt": int(expires_at)}
 
-    def resolve(self, model_id: str) -> Resolved:
+    def resolve(self, model_id: str, where: str) -> Resolved:
+        check_model_id(model_id, where, self.settings.limits.max_identifier_chars)
         if "/" in model_id and model_id not in self.settings.catalog.models:
             # Realtime models must be catalog rows (api openai-realtime): no uncatalogued fallback, and no warning
             # from the registry about serving one at cost 0.
@@ -163,7 +166,10 @@ class RealtimeGateway:
         try:
             await websocket.accept(subprotocol=REALTIME_SUBPROTOCOL if REALTIME_SUBPROTOCOL in offered else None)
             log.info(
-                "realtime session for %s on %s%s", identity, resolved.model.full_id, f" team={team}" if team else ""
+                "realtime session for %s on %s%s",
+                identity,
+                resolved.model.full_id,
+                f" team={shown(team)}" if team else "",
             )
             session = RealtimeSession(
                 browser=websocket,
@@ -198,7 +204,7 @@ class RealtimeGateway:
             grant = await self.tokens.consume(token_hash(token))
             if grant is None:
                 raise InvalidToken("The client secret is unknown, expired or already used: mint a new one")
-            resolved = self.resolve(model_id)
+            resolved = self.resolve(model_id, "ai-model-id")
             if resolved.model.full_id != grant.model:
                 raise Forbidden(f"The client secret was minted for {grant.model}, not {resolved.model.full_id}")
             caller = Caller(grant.identity, grant.budget_usd)
@@ -207,13 +213,13 @@ class RealtimeGateway:
                 caller = self.auth.authenticate(f"Bearer {token}")
             except Unauthorized:
                 raise InvalidToken("Invalid client secret or bearer token") from None
-            resolved = self.resolve(model_id)
+            resolved = self.resolve(model_id, "ai-model-id")
         if self.sessions.get(caller.identity, 0) >= self.limits.max_sessions_per_bearer:
             raise TooManySessions(
                 f"{caller.identity} already has {self.limits.max_sessions_per_bearer} realtime sessions open "
                 "(raise [realtime] max_sessions_per_bearer)"
             )
-        await self.budgets.check(caller)
+        await self.budgets.check(caller, resolved.model)
         return caller, resolved
 
 
@@ -236,7 +242,9 @@ def realtime_router(gateway: RealtimeGateway, respond: Callable[[object], Respon
         caller = authenticate_gateway(gateway.auth, request)
         body = await request.body()
         if len(body) > MAX_BODY_BYTES:
-            raise BadRequest("Request body too large")
+            raise PayloadTooLarge(
+                f"Request body is larger than the {MAX_BODY_BYTES}-byte limit of a client-secret mint"
+            )
         return respond(await gateway.mint(caller, body))
 
     return router

@@ -194,7 +194,7 @@ def test_the_workload_bearer_opens_a_server_owned_socket_at_the_root(
         ({"model": "openai/gpt-4o"}, HEADERS, 400, "invalid_request_error", "not a realtime model"),
         ({"model": MODEL, "expiresIn": 3600}, HEADERS, 400, "invalid_request_error", "maximum of 600 s"),
         ({"model": MODEL, "expiresIn": -5}, HEADERS, 400, "invalid_request_error", "positive number"),
-        ({"model": MODEL, "routeKind": "speech"}, HEADERS, 400, "invalid_request_error", "routeKind 'speech'"),
+        ({"model": MODEL, "routeKind": "speech"}, HEADERS, 400, "invalid_request_error", 'routeKind "speech"'),
         ({}, HEADERS, 400, "invalid_request_error", "`model` is required"),
         ({"model": MODEL}, {"authorization": "Bearer nope"}, 401, "authentication_error", "bearer token"),
     ],
