@@ -9,6 +9,9 @@ Tables:
     generation_tags  (generation_id, tag): one row per tag, for the report's tag grouping and filter
     spend_daily      (identity, day) → cost and request count, kept in the same transaction as the inserts, so a
                      budget check reads at most a few hundred small rows instead of scanning generations
+
+A batch retried after a commit whose acknowledgement was lost must not count its rows twice: the tags and the spend
+follow only the rows an insert really added (SQLite: a trigger on the connection; PostgreSQL: ``RETURNING``).
 """
 
 from __future__ import annotations
@@ -90,11 +93,18 @@ INSERT_GENERATION = (
     f"VALUES ({', '.join('?' for _ in STORED_COLUMNS)}) ON CONFLICT (id) DO NOTHING"
 )
 INSERT_TAG = "INSERT INTO generation_tags (generation_id, tag) VALUES (?, ?) ON CONFLICT DO NOTHING"
-ADD_SPEND = (
-    "INSERT INTO spend_daily (identity, day, cost, requests) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (identity, day) DO UPDATE SET cost = spend_daily.cost + excluded.cost, "
-    "requests = spend_daily.requests + excluded.requests"
-)
+
+
+def add_spend(values: str) -> str:
+    """The spend_daily upsert adding ``values``: four SQL expressions for identity, day, cost and requests."""
+    return (
+        f"INSERT INTO spend_daily (identity, day, cost, requests) VALUES ({values}) "
+        "ON CONFLICT (identity, day) DO UPDATE SET cost = spend_daily.cost + excluded.cost, "
+        "requests = spend_daily.requests + excluded.requests"
+    )
+
+
+ADD_SPEND = add_spend("?, ?, ?, ?")
 SELECT_GENERATION = f"SELECT {', '.join(map(quote, COLUMNS))} FROM generations WHERE id = ? AND identity = ?"
 SELECT_SPENT = "SELECT COALESCE(SUM(cost), 0) FROM spend_daily WHERE identity = ? AND day >= ?"
 
