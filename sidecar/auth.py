@@ -20,6 +20,8 @@ from .config import Settings, Workload
 from .errors import ConfigError, Unauthorized
 
 _BEARER = re.compile(r"^Bearer\s+(.+)$", re.IGNORECASE)
+MAX_AUTHORIZATION_CHARS = 4096
+"""Far above any workload token (43 characters when generated): a longer value is refused before it is scanned."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,10 @@ class BearerAuth:
             raise ConfigError("no workload token configured")
         seen: set[str] = set()
         for token, caller in tokens:
+            if len("Bearer ") + len(token) > MAX_AUTHORIZATION_CHARS:
+                raise ConfigError(
+                    f"the token of {caller.identity} is longer than {MAX_AUTHORIZATION_CHARS - 7} characters"
+                )
             if token in seen:
                 raise ConfigError(f"the token of {caller.identity} is also used by another workload")
             seen.add(token)
@@ -81,7 +87,9 @@ class BearerAuth:
         return cls(tokens)
 
     def authenticate(self, authorization: str | None) -> Caller:
-        match = _BEARER.match(authorization or "")
+        if authorization is None or len(authorization) > MAX_AUTHORIZATION_CHARS:
+            raise Unauthorized("unauthorized")
+        match = _BEARER.match(authorization)
         if match is None:
             raise Unauthorized("unauthorized")
         presented = match.group(1).strip().encode()

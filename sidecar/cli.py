@@ -51,6 +51,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app, create_public_app
+    from .http_server import server_config
 
     settings = load_settings(args.config, host=args.host, port=args.port)
     store = CredentialStore(settings)
@@ -67,30 +68,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         servable,
         token_hint,
     )
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=args.access_log,
-        # Long keep-alive: closing a kept-alive socket under Bun's fetch gave ECONNRESET (protocol §14.4).
-        timeout_keep_alive=75,
-        server_header=False,
-        ws_max_size=settings.realtime.max_frame_bytes + 1,  # the relay reports an oversize frame itself
-    )
+    config = server_config(app, settings, host=settings.host, port=settings.port, access_log=args.access_log)
     rt = settings.realtime
     if rt.public_host is None or rt.public_port is None:
         uvicorn.Server(config).run()
         return 0
-    public = uvicorn.Config(
+    # The private app's lifespan opens the ledger and token store that the public app shares.
+    public = server_config(
         create_public_app(app),
+        settings,
         host=rt.public_host,
         port=rt.public_port,
-        log_config=None,
         access_log=args.access_log,
         lifespan="off",
-        server_header=False,
-        ws_max_size=settings.realtime.max_frame_bytes + 1,
     )
     logging.getLogger("sidecar").info("public realtime listener on http://%s:%d", rt.public_host, rt.public_port)
     asyncio.run(_serve_both(uvicorn.Server(config), uvicorn.Server(public)))
@@ -169,6 +159,16 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number: use 1-65535")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sidecar", description="Credential-holding auth gateway for LLM agents")
     parser.add_argument("--version", action="version", version=f"pi-sidecar {__version__}")
@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = with_config(sub.add_parser("serve", help="run the gateway"))
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default 4000)")
+    serve.add_argument("--port", type=_port_number, help="port, 1-65535 (default 4000)")
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
     serve.set_defaults(func=cmd_serve)
 

@@ -15,6 +15,7 @@ import uvicorn
 from sidecar.app import create_app, log_outcome
 from sidecar.auth import Caller
 from sidecar.config import load_settings
+from sidecar.http_server import server_config
 from sidecar.stream import Outcome
 
 TOKEN = "test-workload-bearer-0123456789"
@@ -75,8 +76,8 @@ def run_sidecar(
             on_finish(generation_id, caller, outcome)
 
     app = create_app(settings, on_finish=record, **create_kw)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
+    # The production server setup (protocol with limits, keep-alive, WebSocket frame size), on a free port.
+    server = uvicorn.Server(server_config(app, settings, host="127.0.0.1", port=0, lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -123,7 +123,7 @@ def test_serve_with_an_unreachable_ledger_is_one_clear_line(
 ) -> None:
     monkeypatch.setenv("SIDECAR_TOKEN", "a-workload-token-0123456789")
     monkeypatch.setenv("SIDECAR_LEDGER_URL", "postgresql://ledger:hunter2-secret@127.0.0.1:1/ledger")
-    assert cli.main(["serve", "--port", "0"]) == 2
+    assert cli.main(["serve"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("sidecar: cannot connect to the ledger (postgresql 127.0.0.1:1/ledger)")
     assert "Traceback" not in err and "hunter2" not in err
@@ -134,7 +134,7 @@ def test_serve_with_an_unreachable_redis_is_one_clear_line(
 ) -> None:
     monkeypatch.setenv("SIDECAR_TOKEN", "a-workload-token-0123456789")
     monkeypatch.setenv("SIDECAR_REALTIME_REDIS_URL", "redis://:hunter2-secret@127.0.0.1:1/0")
-    assert cli.main(["serve", "--port", "0"]) == 2
+    assert cli.main(["serve"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("sidecar: cannot reach the realtime token store (redis 127.0.0.1:1/0)")
     assert "Traceback" not in err and "hunter2" not in err
@@ -163,7 +163,7 @@ def test_ledger_and_workload_config_errors_name_the_setting(
     monkeypatch.setenv("SIDECAR_TOKEN", "a-workload-token-0123456789")
     path = clean_env / "sidecar.toml"
     path.write_text(config)
-    assert cli.main(["serve", "--config", str(path), "--port", "0"]) == 2
+    assert cli.main(["serve", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err
 
@@ -173,6 +173,6 @@ def test_a_malformed_redis_url_is_a_clear_error(
 ) -> None:
     monkeypatch.setenv("SIDECAR_TOKEN", "a-workload-token-0123456789")
     monkeypatch.setenv("SIDECAR_REALTIME_REDIS_URL", "redis://:hunter2-secret@127.0.0.1:abc/0")
-    assert cli.main(["serve", "--port", "0"]) == 2
+    assert cli.main(["serve"]) == 2
     err = capsys.readouterr().err
     assert "realtime token store" in err and "Traceback" not in err and "hunter2" not in err

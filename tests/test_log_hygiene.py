@@ -114,7 +114,7 @@ def test_no_logged_value_can_forge_a_record(tmp_path: Path) -> None:
         assert not line.startswith(FORGED[:23]), f"a forged record: {line!r}"
     assert not any(c in log for c in "\r\x00\x85\u2028"), "a raw control character reached the log"
     # The values were logged, escaped (so the test saw them go through the log).
-    assert f"team=acme\\n{FORGED} team\\n\\r\\x00\\x85\\u2028" in log
+    assert f'team="acme\\n{FORGED} team\\n\\r\\x00\\x85\\u2028"' in log  # escaped and quoted (shown())
 
 
 def test_a_traceback_stays_readable_but_cannot_forge_a_record() -> None:
