@@ -19,8 +19,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from profile_sidecar import WHAT_IFS  # the one list of what-ifs (bench/ is on sys.path when run as a script)
+
 BENCH = Path(__file__).resolve().parent
-WHAT_IFS = ("sniffio", "lean-sse", "drain")
 
 
 def config_args(config: str) -> list[str]:

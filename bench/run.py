@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from profile_sidecar import WHAT_IFS  # the one list of what-ifs (bench/ is on sys.path when run as a script)
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -787,7 +789,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--what-if",
         action="append",
         default=[],
-        choices=["sniffio", "lean-sse", "drain"],
+        choices=WHAT_IFS,
         help="run the sidecar with a bench-only patch (see bench/profile_sidecar.py); repeatable",
     )
     p.add_argument("--json", type=Path, help="write the results as JSON to this path")

@@ -177,6 +177,7 @@ def create_app(
     app.include_router(realtime_router(realtime, json_response))
     app.include_router(realtime_socket_router(realtime))
     app.state.realtime = realtime
+    app.state.admission = admission
     if settings.path_prefix:
         app.add_middleware(StripPathPrefix, prefix=settings.path_prefix)
 

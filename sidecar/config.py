@@ -59,10 +59,12 @@ class Limits:
     """From the end of the headers to the end of the body; then 408 and close."""
     keepalive_seconds: float = 75.0
     """An idle kept-alive connection is closed after this. Long, because Bun's fetch reuses sockets late (§14.4)."""
-    max_streams: int = 512
-    """Generations in flight in this process; one more gets 503 with ``retry-after`` before any upstream call."""
-    max_streams_per_workload: int = 128
-    """Generations in flight per caller identity; one more gets 429 with ``retry-after``."""
+    max_streams: int = 64
+    """Generations in flight in this process; one more gets 503 with ``retry-after`` before any upstream call. The
+    default is the measured knee on two cores (bench/README.md, "Admission"): beyond it every stream slows down."""
+    max_streams_per_workload: int = 64
+    """Generations in flight per caller identity; one more gets 429 with ``retry-after``. Equal to ``max_streams`` by
+    default (one agent per sidecar); lower it so that workloads sharing a sidecar cannot starve each other."""
     max_identifier_chars: int = 256
     """Model ids and session ids; longer ones get 400 (ledger tags and user ids have their own, smaller bounds)."""
     max_json_depth: int = 64

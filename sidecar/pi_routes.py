@@ -109,6 +109,9 @@ def pi_router(
             credential_source = resolved.credential.source if resolved.credential else None
 
             def finish(outcome: Outcome) -> None:
+                # Free the slot before the terminal frame reaches the client: a client that sends its next request
+                # on [DONE] must find it free. (The response's own end releases it too, for streams never started.)
+                slot.release()
                 ledger.record(
                     record_from_outcome(
                         generation_id=generation_id,

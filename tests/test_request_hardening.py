@@ -312,3 +312,18 @@ def test_json_mode_and_finished_streams_release_their_slot(upstream: FakeUpstrea
         assert post_json(running, {"modelId": "echo/echo"}).status_code == 400
         assert httpx.get(f"{running.url}/healthz").json()["streams"]["inFlight"] == 0
         assert post_json(running, pi_body("echo/echo")).status_code == 200
+
+
+def test_the_slot_is_free_before_the_terminal_frame_is_sent(upstream: FakeUpstream, tmp_path: Path) -> None:
+    """A client that sends its next request the moment it reads ``[DONE]`` must find its slot free. Under load the
+    response winds up several loop turns after the terminal frame (the bench at c=128 got 803 spurious 429s when the
+    slot was freed only then), so the slot is freed when the generation finishes: ``on_finish`` runs right before
+    the terminal frame is written, and by then nothing is in flight."""
+    in_flight_at_finish: list[int] = []
+    config = write_config(tmp_path, "[server]\nmax_streams_per_workload = 1\n")
+    environ = sidecar_environ(upstream.url, tmp_path)
+    with run_sidecar(environ, config, on_finish=lambda *_: in_flight_at_finish.append(admission.in_flight)) as running:
+        admission = running.server.config.app.state.admission
+        for stream in (True, False, True):
+            assert post_json(running, {**pi_body("echo/echo"), "stream": stream}).status_code == 200
+    assert in_flight_at_finish == [0, 0, 0]

@@ -35,7 +35,8 @@ def test_events_are_delivered_as_they_arrive(sidecar: RunningSidecar, upstream: 
     total = time.monotonic() - started
     assert first_delta_at is not None
     assert total > 1.5
-    assert first_delta_at < total - 0.75, (first_delta_at, total)
+    # The first delta leaves the upstream ~0.75 s before its end (chunks 0.25 s apart); buffering puts it at the end.
+    assert first_delta_at < total - 0.5, (first_delta_at, total)
 
 
 def test_heartbeats_while_waiting_for_a_slow_first_byte(upstream: FakeUpstream, tmp_path: Path) -> None:
