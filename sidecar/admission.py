@@ -53,13 +53,13 @@ class Admission:
             raise TooManyStreams(
                 f"{identity} already has {mine} generations in flight, its limit; retry after one finishes (raise "
                 "[server] max_streams_per_workload or the workload's max_streams to allow more)",
-                RETRY_AFTER_SECONDS,
+                retry_after=RETRY_AFTER_SECONDS,
             )
         if self.in_flight >= self.max_streams:
             self.refused += 1
             raise Overloaded(
                 f"the sidecar is serving {self.in_flight} generations, its limit ([server] max_streams); retry shortly",
-                RETRY_AFTER_SECONDS,
+                retry_after=RETRY_AFTER_SECONDS,
             )
         self.in_flight += 1
         self._by_identity[identity] = mine + 1

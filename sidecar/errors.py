@@ -52,9 +52,11 @@ class SidecarError(Exception):
     retry_after: float | None = None
     """Seconds, sent as ``retry-after`` when set (admission refusals, rate limits)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if retry_after is not None:
+            self.retry_after = retry_after
 
     @property
     def headers(self) -> dict[str, str]:
@@ -118,18 +120,10 @@ class TooManyStreams(SidecarError):
     status = 429
     type = "rate_limit_exceeded"
 
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
 
 class Overloaded(SidecarError):
     status = 503
     type = "overloaded"
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class UnpricedModel(SidecarError):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -10,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 
 from sidecar.app import create_app, log_outcome
@@ -92,3 +95,24 @@ def run_sidecar(
         server.should_exit = True
         thread.join(timeout=10)
         logging.getLogger("sidecar").debug("test sidecar stopped")
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now (for a ``sidecar serve`` subprocess, which takes ``--port``)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen[Any], describe: Callable[[], str] = str) -> None:
+    """Block until a ``sidecar serve`` subprocess answers ``GET /healthz`` (15 s at most); fail, with ``describe()``
+    (its log, say), if it exits or does not come up."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, f"sidecar did not start\n{describe()}"
+        time.sleep(0.05)

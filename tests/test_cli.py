@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pytest
 
 from sidecar import cli
 from tests.conftest import pi_body, read_events
+from tests.sidecar_server import free_port, wait_until_healthy
 
 
 @pytest.fixture
@@ -74,12 +73,6 @@ def test_bad_config_is_a_clear_error_not_a_traceback(clean_env: Path, capsys: py
     assert err.startswith("sidecar: [server] port must be a int") and "Traceback" not in err
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_serve_subprocess_streams_echo(clean_env: Path) -> None:
     """What the README's first command does: start the sidecar with no provider key and stream echo/echo."""
     port = free_port()
@@ -92,15 +85,7 @@ def test_serve_subprocess_streams_echo(clean_env: Path) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "sidecar did not start"
-            time.sleep(0.1)
+        wait_until_healthy(f"http://127.0.0.1:{port}", proc)
         response = httpx.post(
             f"http://127.0.0.1:{port}/v1/pi/stream",
             json=pi_body("echo/echo", "ping pong"),

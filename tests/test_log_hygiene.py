@@ -11,10 +11,8 @@ import json
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from websockets.sync.client import connect
 from sidecar.logs import OneLineFormatter, RedactingFilter
 from tests.conftest import pi_body, read_events
 from tests.fakerealtime import FakeRealtime
+from tests.sidecar_server import free_port, wait_until_healthy
 
 TOKEN = "log-hygiene-bearer-0123456789"
 HEADERS = {"authorization": f"Bearer {TOKEN}"}
@@ -43,12 +42,6 @@ class Served:
 
     def log(self) -> str:
         return self.stderr.read_text(encoding="utf-8", errors="surrogateescape")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -72,15 +65,7 @@ def serve(tmp_path: Path, log_content: bool, realtime_url: str = "http://127.0.0
             stderr=stderr,
         )
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                if httpx.get(f"{served.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, f"sidecar did not start:\n{served.log()}"
-            time.sleep(0.05)
+        wait_until_healthy(served.url, proc, served.log)
         yield served
     finally:
         proc.terminate()

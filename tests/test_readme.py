@@ -7,28 +7,20 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from sidecar.config import load_settings
+from tests.sidecar_server import free_port, wait_until_healthy
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
 
 
 def fenced_blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", README, flags=re.DOTALL)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_the_configuration_example_is_a_valid_config(tmp_path: Path) -> None:
@@ -58,15 +50,7 @@ def test_the_first_screen_curl_streams_from_a_real_sidecar(tmp_path: Path) -> No
         [sys.executable, "-m", "sidecar", "serve", "--port", str(port)], env=env, stdout=log, stderr=log
     )
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "sidecar did not start"
-            time.sleep(0.1)
+        wait_until_healthy(f"http://127.0.0.1:{port}", server)
         result = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=20)
     finally:
         server.terminate()

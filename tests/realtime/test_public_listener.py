@@ -5,41 +5,22 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 from websockets.sync.client import connect
 
 from tests.fakerealtime import FakeRealtime
+from tests.sidecar_server import free_port, wait_until_healthy
 
 TOKEN = "public-listener-test-token-0123"
 CANARY = "sk-canary-public-listener-777888999"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, "sidecar did not start"
-        time.sleep(0.1)
-
-
 def test_the_public_port_serves_only_the_realtime_socket_and_healthz(tmp_path: Path) -> None:
-    private_port, public_port = _free_port(), _free_port()
+    private_port, public_port = free_port(), free_port()
     config = tmp_path / "sidecar.toml"
     config.write_text(f'[realtime]\npublic_host = "127.0.0.1"\npublic_port = {public_port}\n')
     with FakeRealtime() as up:
@@ -55,8 +36,8 @@ def test_the_public_port_serves_only_the_realtime_socket_and_healthz(tmp_path: P
         private, public = f"http://127.0.0.1:{private_port}", f"http://127.0.0.1:{public_port}"
         headers = {"authorization": f"Bearer {TOKEN}"}
         try:
-            _wait_healthy(private, proc)
-            _wait_healthy(public, proc)
+            wait_until_healthy(private, proc)
+            wait_until_healthy(public, proc)
             for method, path in [
                 ("POST", "/v1/pi/stream"),
                 ("POST", "/v1/realtime/client-secrets"),
