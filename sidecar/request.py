@@ -38,7 +38,7 @@ _BOOL_OPTIONS = frozenset(
 )
 _STRING_OPTIONS = frozenset("sessionId promptCacheKey cacheRetention reasoning serviceTier initiatorOverride".split())
 _OBJECT_OPTIONS = frozenset("headers metadata thinkingBudgets requestMetadata".split())
-_MAX_DURATION_MS = 86_400_000  # a day: longer timeouts are a mistake, and huge ones overflow the event loop's clock
+_MAX_DURATION_MS = 86_400_000  # a day: a longer timeout is a mistake, and would let a stuck upstream hold its slot
 _EFFORTS = frozenset({"minimal", "low", "medium", "high", "xhigh", "max"})
 
 _USER_BLOCKS = frozenset({"text", "image"})
@@ -148,8 +148,8 @@ def _options(raw: Any, limits: Limits) -> dict[str, Any]:
     if "maxTokens" in options and options["maxTokens"] < 1:
         raise BadRequest("`options.maxTokens` must be at least 1")
     for key in ("streamFirstEventTimeoutMs", "streamIdleTimeoutMs", "maxRetryDelayMs"):
-        if key in options and not -1 <= options[key] <= _MAX_DURATION_MS:
-            raise BadRequest(f"`options.{key}` must be between 0 and {_MAX_DURATION_MS} milliseconds")
+        if key in options and options[key] > _MAX_DURATION_MS:  # 0 or less disables the timeout or cap
+            raise BadRequest(f"`options.{key}` must be at most {_MAX_DURATION_MS} milliseconds (0 disables it)")
     for key in ("sessionId", "promptCacheKey"):
         if key in options:
             check_text(options[key], f"options.{key}", limits.max_identifier_chars)

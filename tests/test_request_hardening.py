@@ -151,6 +151,15 @@ def test_valid_option_headers_still_go_upstream(sidecar: RunningSidecar, upstrea
 # ----- 13: stream must be a boolean; the body must be JSON --------------------------------------------------------
 
 
+def test_huge_timeouts_are_400_and_zero_or_negative_still_disable(sidecar: RunningSidecar) -> None:
+    # A timeout of more than a day would let a stuck upstream hold an admission slot; 0 or less means "none".
+    huge = pi_body("echo/echo", streamIdleTimeoutMs=1e300)
+    assert_envelope(post_json(sidecar, huge), 400, "invalid_request_error", "`options.streamIdleTimeoutMs` must be at")
+    for value in (0, -1, -5):
+        body = pi_body("echo/echo", streamIdleTimeoutMs=value, maxRetryDelayMs=value)
+        assert post_json(sidecar, body).status_code == 200
+
+
 @pytest.mark.parametrize("value", ["no", 0, 1, [], {}])
 def test_stream_must_be_a_boolean(sidecar: RunningSidecar, value: Any) -> None:
     body = {**pi_body("echo/echo"), "stream": value}
