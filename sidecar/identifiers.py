@@ -18,17 +18,25 @@ _MODEL_ID_CHARS = "letters, digits and . _ : / @ + ~ = -"
 # RFC 9110 field names (tokens) and field values (visible ASCII, space and tab; no CR, LF or NUL).
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
-# C0 and C1 controls, DEL and the Unicode line/paragraph separators: none of them belongs in an identifier.
+# C0 and C1 controls, DEL and the Unicode line/paragraph separators: none of them belongs in an identifier, and
+# every one of them ends a line somewhere (\n, \r, VT, FF, the C0 separators, NEL, U+2028/U+2029) or drives a terminal.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_CODES = (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_ESCAPES = {code: _NAMED.get(chr(code), f"\\x{code:02x}") for code in _CONTROL_CODES}
 _SHOWN_CHARS = 64
 
 
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as a visible escape (\\n, \\r, \\t, \\xNN, \\u2028): one line,
+    whatever it contained. The one escaping of the logs and of the values error messages echo."""
+    return text if text.isprintable() else text.translate(_ESCAPES)
+
+
 def shown(value: str, limit: int = _SHOWN_CHARS) -> str:
-    """``value`` as an error message may echo it: at most ``limit`` characters, controls escaped, quoted."""
-    cut = value[:limit]
-    escaped = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), cut)
+    """``value`` as an error message or a log may echo it: at most ``limit`` characters, controls escaped, quoted."""
     suffix = f"… ({len(value)} characters)" if len(value) > limit else ""
-    return f'"{escaped}"{suffix}'
+    return f'"{escape_controls(value[:limit])}"{suffix}'
 
 
 def check_model_id(value: str, where: str, max_chars: int) -> str:

@@ -14,15 +14,11 @@ import sys
 from typing import Final
 
 from .config import Settings
+from .identifiers import escape_controls
 from .redaction import redact
 
 LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-# Every character that ends a line somewhere (\n, \r, VT, FF, the C0 separators, NEL, U+2028/U+2029) and the other
-# C0/C1 controls and DEL (NUL, ESC for terminal sequences …): written as \n, \r, \t or \xNN / \uNNNN.
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\u2028": "\\u2028", "\u2029": "\\u2029"}
-_CONTROL_CODES = (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
-_CONTROL: Final = {code: _NAMED.get(chr(code), f"\\x{code:02x}") for code in _CONTROL_CODES}
 _CONTINUATION: Final = "    | "
 """Starts every continuation line of a traceback: never a timestamp, so no reader takes it for a record."""
 
@@ -31,11 +27,6 @@ _CONTINUATION: Final = "    | "
 # "uvicorn.error" is the logger it hands to websockets for browser sockets, "sidecar.realtime.upstream" the one the
 # relay hands it for upstream sockets (both are also kept at INFO always: their handshakes carry credentials).
 CONTENT_LOGGERS: Final = ("sse_starlette", "websockets", "uvicorn.error", "sidecar.realtime.upstream")
-
-
-def escape_controls(text: str) -> str:
-    """``text`` with every control character written as a visible escape (one line, whatever it contained)."""
-    return text if text.isprintable() else text.translate(_CONTROL)
 
 
 class RedactingFilter(logging.Filter):

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from .config import Settings
 from .credentials import Credential, CredentialStore
 from .errors import MissingCredential, UnknownModel
+from .identifiers import shown
 from .models import CatalogModel, ModelSpec, ProviderSpec, model_spec
 from .pricing import PriceDatabase
 
@@ -104,10 +105,9 @@ class ModelRegistry:
 
 
 def _warn_unpriced(full_id: str) -> None:
-    shown = ascii(full_id[:_LOGGED_ID_CHARS]) + ("…" if len(full_id) > _LOGGED_ID_CHARS else "")
     log.warning(
         "model %s has no known price (no cost in the config or the catalog, not in genai-prices, no provider "
         "default_cost): served at cost 0 to callers without a budget, refused to callers with one unless [budget] "
         "allow_unpriced",
-        shown,
+        shown(full_id, _LOGGED_ID_CHARS),
     )
