@@ -201,7 +201,7 @@ def lean_sse_response() -> None:
     """Serve the (already encoded) frames with Starlette's StreamingResponse instead of sse-starlette's."""
     from starlette.responses import StreamingResponse
 
-    import sidecar.pi_routes
+    import sidecar.serving
 
     def factory(
         content: Any,
@@ -214,7 +214,7 @@ def lean_sse_response() -> None:
         merged = {"cache-control": "no-store", **(headers or {}), "x-accel-buffering": "no"}
         return StreamingResponse(content, status_code, headers=merged, media_type=media_type)
 
-    sidecar.pi_routes.SlotReleasingEventSource = factory  # type: ignore[assignment,misc]
+    sidecar.serving.SlotReleasingEventSource = factory  # type: ignore[assignment,misc]
 
 
 def drain_upstream() -> None:

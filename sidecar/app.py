@@ -9,7 +9,6 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
@@ -20,18 +19,21 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__
 from .admission import Admission
+from .ai_gateway_routes import ai_gateway_router
 from .auth import BearerAuth, Caller
 from .config import Settings
 from .credentials import CredentialStore
 from .errors import BadRequest, SidecarError
 from .gateway_routes import gateway_router
+from .ingress_routes import ingress_router
 from .ledger import Ledger, ledger_for
 from .ledger.budget import Budgets
-from .pi_routes import ClientGone, pi_router
+from .pi_routes import pi_router
 from .realtime.routes import RealtimeGateway, realtime_router, realtime_socket_router
 from .realtime.tokens import store_for as token_store_for
 from .registry import ModelRegistry
 from .responses import CORS_HEADERS, error_response, json_response
+from .serving import ClientGone, GenerationService
 from .stream import Outcome
 
 log = logging.getLogger("sidecar")
@@ -155,9 +157,6 @@ def create_app(
         log.error("internal error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
         return json_response({"error": "internal error"}, 500)
 
-    def authenticate(request: Request) -> Caller:
-        return auth.authenticate(request.headers.get("authorization"))
-
     @app.options("/{path:path}")
     async def preflight(path: str) -> Response:
         return Response(status_code=204, headers=CORS_HEADERS)
@@ -181,38 +180,19 @@ def create_app(
     if settings.path_prefix:
         app.add_middleware(StripPathPrefix, prefix=settings.path_prefix)
 
-    @app.get("/v1/models")
-    async def list_models(request: Request) -> Response:
-        authenticate(request)
-        data = []
-        for spec in registry.servable():
-            row: dict[str, Any] = {
-                "id": spec.full_id,
-                "object": "model",
-                "owned_by": spec.provider,
-                "api": spec.api,
-                "display_name": spec.name,
-                "input_modalities": list(spec.input),
-            }
-            if spec.context_window:
-                row["context_length"] = spec.context_window
-            if spec.max_tokens:
-                row["max_output_tokens"] = spec.max_tokens
-            data.append(row)
-        return json_response({"object": "list", "data": data})
-
-    app.include_router(
-        pi_router(
-            settings,
-            auth=auth,
-            registry=registry,
-            ledger=ledger,
-            budgets=budgets,
-            admission=admission,
-            client=lambda: state["client"],
-            on_finish=on_finish,
-        )
+    service = GenerationService(
+        settings=settings,
+        auth=auth,
+        registry=registry,
+        ledger=ledger,
+        budgets=budgets,
+        admission=admission,
+        client=lambda: state["client"],
+        on_finish=on_finish,
     )
+    app.include_router(pi_router(service))
+    app.include_router(ingress_router(service))
+    app.include_router(ai_gateway_router(service))  # GET <base>/config: before the catch-all no_route
 
     @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     async def no_route(request: Request, path: str) -> Response:

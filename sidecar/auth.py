@@ -13,6 +13,7 @@ import hmac
 import os
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from .config import Settings, Workload
 from .errors import ConfigError, Unauthorized
 
 _BEARER = re.compile(r"^Bearer\s+(.+)$", re.IGNORECASE)
+_KEY_HEADERS = ("x-api-key", "x-goog-api-key")
 MAX_AUTHORIZATION_CHARS = 4096
 """Far above any workload token (43 characters when generated): a longer value is refused before it is scanned."""
 
@@ -85,6 +87,21 @@ class BearerAuth:
             budget = workload.budget_usd if workload.budget_usd is not None else settings.budget_usd
             tokens.append((workload_token(settings, workload), Caller(f"workload:{workload.name}", budget)))
         return cls(tokens)
+
+    def authenticate_request(self, headers: Mapping[str, str]) -> Caller:
+        """The workload bearer wherever an SDK puts its key: ``Authorization: Bearer`` (OpenAI, the AI SDK, Anthropic's
+        ``ANTHROPIC_AUTH_TOKEN``), ``x-api-key`` (Anthropic's ``ANTHROPIC_API_KEY``, Claude Code) or ``x-goog-api-key``
+        (Google's SDKs). None of them is ever forwarded upstream."""
+        authorization = headers.get("authorization")
+        if authorization is None:
+            for name in _KEY_HEADERS:
+                key = headers.get(name)
+                if key is not None:
+                    if len(key) > MAX_AUTHORIZATION_CHARS:
+                        raise Unauthorized("unauthorized")
+                    authorization = "Bearer " + key
+                    break
+        return self.authenticate(authorization)
 
     def authenticate(self, authorization: str | None) -> Caller:
         if authorization is None or len(authorization) > MAX_AUTHORIZATION_CHARS:

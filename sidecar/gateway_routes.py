@@ -23,7 +23,7 @@ def authenticate_gateway(auth: BearerAuth, request: Request) -> Caller:
     """The workload bearer, as the AI Gateway routes check it: a failure is the gateway's 401 envelope
     (``authentication_error``), not the pi-native route's ``{"error": "unauthorized"}``."""
     try:
-        return auth.authenticate(request.headers.get("authorization"))
+        return auth.authenticate_request(request.headers)
     except Unauthorized:
         raise InvalidToken(
             "Invalid or missing bearer token: send `Authorization: Bearer <workload token>` (the token the "

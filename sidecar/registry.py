@@ -50,14 +50,33 @@ class ModelRegistry:
     def base_url(self, provider: ProviderSpec) -> str:
         return self._settings.base_urls.get(provider.id, provider.base_url)
 
-    def resolve(self, model_id: str) -> Resolved:
-        """Raise ``UnknownModel`` (404) or ``MissingCredential`` (401) when it cannot be served now."""
+    def resolve(self, model_id: str, prefer: str | None = None) -> Resolved:
+        """Raise ``UnknownModel`` (404) or ``MissingCredential`` (401) when it cannot be served now.
+
+        ``provider/id`` names the provider. A bare id goes to ``prefer`` (the provider of the route's own format:
+        ``anthropic`` for ``/v1/messages``) when that provider catalogs it, else to the first provider in catalog
+        order that serves it; an id no provider catalogs still goes to ``prefer`` when it has a credential, so a
+        model newer than the catalog works through the route of its own family."""
         provider_id, sep, rest = model_id.partition("/")
         if sep and provider_id in self._catalog.providers:
             provider = self._catalog.providers[provider_id]
             credential = self._credentials.require(provider)
             return Resolved(self._spec(provider, rest, self._catalog.models.get(model_id)), provider, credential)
+        preferred = self._catalog.providers.get(prefer) if prefer else None
+        if preferred is not None and f"{preferred.id}/{model_id}" in self._catalog.models:
+            return self.resolve(f"{preferred.id}/{model_id}")
+        try:
+            return self._resolve_bare(model_id)
+        except UnknownModel:
+            if (
+                sep
+                or preferred is None
+                or (preferred.needs_credential and self._credentials.resolve(preferred) is None)
+            ):
+                raise
+            return self.resolve(f"{preferred.id}/{model_id}")
 
+    def _resolve_bare(self, model_id: str) -> Resolved:
         candidates = self._by_bare_id.get(model_id, [])
         missing: MissingCredential | None = None
         for full_id in candidates:

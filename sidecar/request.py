@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,16 +58,15 @@ class PiRequest:
     session_id: str
 
 
-def parse_request(body: bytes, limits: Limits) -> PiRequest:
+def json_object(body: bytes, limits: Limits, example: str) -> dict[str, Any]:
+    """The body as a JSON object nested no deeper than ``limits.max_json_depth``; ``example`` shows the shape. Every
+    route's decoder starts here."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"Invalid JSON body: {exc}") from None
     if not isinstance(data, dict):
-        raise BadRequest(
-            "Invalid JSON body: expected an object like "
-            '{"modelId": "provider/model", "context": {"messages": [...]}, "options": {}}'
-        )
+        raise BadRequest(f"Invalid JSON body: expected an object like {example}")
     too_deep = depth_exceeded(data, limits.max_json_depth)
     if too_deep is not None:
         where = too_deep if len(too_deep) <= 80 else too_deep[:80] + "…"
@@ -74,6 +74,11 @@ def parse_request(body: bytes, limits: Limits) -> PiRequest:
             f"`{where}` nests arrays/objects deeper than {limits.max_json_depth} levels; flatten it (or raise "
             "[server] max_json_depth)"
         )
+    return data
+
+
+def parse_request(body: bytes, limits: Limits) -> PiRequest:
+    data = json_object(body, limits, '{"modelId": "provider/model", "context": {"messages": [...]}, "options": {}}')
 
     model_id = check_model_id(_model_id(data), "modelId", limits.max_identifier_chars)
     context = data.get("context")
@@ -105,7 +110,7 @@ def parse_request(body: bytes, limits: Limits) -> PiRequest:
         context=context,  # type: ignore[arg-type]  # checked above, field by field
         options=options,
         stream=stream,
-        session_id=_session_id(model_id, context, options),
+        session_id=session_id_for(model_id, context, options),
     )
 
 
@@ -166,7 +171,7 @@ def _options(raw: Any, limits: Limits) -> dict[str, Any]:
     return options
 
 
-def _session_id(model_id: str, context: dict[str, Any], options: dict[str, Any]) -> str:
+def session_id_for(model_id: str, context: Mapping[str, Any], options: Mapping[str, Any]) -> str:
     """The client's ``sessionId``, else a UUID derived from the conversation's stable prefix (as the reference)."""
     given = options.get("sessionId")
     if isinstance(given, str) and given.strip():

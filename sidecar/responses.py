@@ -12,8 +12,11 @@ from .errors import SidecarError, Unauthorized
 CORS_HEADERS = {
     "access-control-allow-origin": "*",
     "access-control-allow-methods": "GET, POST, OPTIONS",
-    "access-control-allow-headers": "authorization, content-type, accept, x-omp-install-id, x-omp-hostname, "
-    "x-omp-app, anthropic-beta, anthropic-version, openai-organization, openai-project, openai-beta",
+    "access-control-allow-headers": "authorization, x-api-key, x-goog-api-key, content-type, accept, "
+    "x-omp-install-id, x-omp-hostname, x-omp-app, anthropic-beta, anthropic-version, "
+    "anthropic-dangerous-direct-browser-access, openai-organization, openai-project, openai-beta, "
+    "ai-language-model-specification-version, ai-language-model-id, ai-language-model-streaming, "
+    "ai-gateway-protocol-version, ai-gateway-auth-method",
     "access-control-expose-headers": "x-generation-id, x-request-id, request-id",
     "access-control-max-age": "86400",
 }

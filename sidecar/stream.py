@@ -1,11 +1,13 @@
 """The stream contract, enforced in one place: exactly one ``start``, block events, exactly one ``done``/``error``.
 
-``MessageAssembler`` turns adapter ``Delta``s into pi ``AssistantMessageEvent`` frames around one live
-``AssistantMessage`` (the ``partial`` on every non-terminal event). ``Generation`` runs an adapter under the
-first-event and idle timeouts, converts every failure after the 200 into an in-band ``error`` event that keeps the
-partial content and usage, and reports the outcome exactly once, also when the client disconnects.
+``MessageAssembler`` turns adapter ``Delta``s into one live pi ``AssistantMessage`` and a block lifecycle (start,
+deltas, end per content block, then one terminal), which an ``Encoder`` writes in a client's wire format:
+``PiEncoder`` for the pi-native protocol (the ``partial`` on every non-terminal event), one encoder per ingress
+format in ``sidecar.ingress``. ``Generation`` runs an adapter under the first-event and idle timeouts, converts every
+failure after the 200 into the format's in-band error that keeps the partial content and usage, and reports the
+outcome exactly once, also when the client disconnects.
 
-Frames are pre-encoded ``data: <json>\\n\\n`` bytes (orjson), so sse-starlette passes them through untouched.
+Frames are pre-encoded SSE bytes (orjson), so sse-starlette passes them through untouched.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import anyio
 import httpx
@@ -30,6 +32,7 @@ from .providers.base import (
     BlockEnd,
     Delta,
     Finish,
+    Raw,
     ResponseInfo,
     StreamFn,
     TextDelta,
@@ -45,14 +48,96 @@ DONE_FRAME = b"data: [DONE]\n\n"
 DEFAULT_EVENT_TIMEOUT_MS = 300_000  # the reference client's default for both timeouts
 
 
+BlockKind = Literal["text", "thinking", "toolCall"]
+
+
 def frame(event: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(event) + b"\n\n"
+
+
+class Encoder(Protocol):
+    """Writes the block lifecycle of one generation in a client's wire format; every method returns the bytes to
+    send (``b""`` for nothing). ``message`` is the live ``AssistantMessage``: content, usage and ``responseId`` so
+    far; ``content`` is the block's entry in ``message["content"]`` (``{"type":"toolCall","id","name",…}`` …).
+
+    Called in contract order: ``start`` once, then per block ``block_start``, ``block_delta``*, ``block_end``
+    (blocks of one kind may interleave, each by its own ``index``), then exactly one of ``done`` or ``error``.
+    ``error`` also ends a stream whose blocks are still open (``message["errorMessage"]``/``errorStatus`` set)."""
+
+    def start(self, message: AssistantMessage) -> bytes: ...
+
+    def block_start(self, kind: BlockKind, index: int, content: dict[str, Any], message: AssistantMessage) -> bytes: ...
+
+    def block_delta(self, kind: BlockKind, index: int, delta: str, message: AssistantMessage) -> bytes: ...
+
+    def block_end(self, kind: BlockKind, index: int, content: dict[str, Any], message: AssistantMessage) -> bytes: ...
+
+    def done(self, reason: StopReason, message: AssistantMessage) -> bytes: ...
+
+    def error(self, reason: Literal["error", "aborted"], message: AssistantMessage) -> bytes: ...
+
+
+_PI_STARTS = {"text": "text_start", "thinking": "thinking_start", "toolCall": "toolcall_start"}
+_PI_DELTAS = {"text": "text_delta", "thinking": "thinking_delta", "toolCall": "toolcall_delta"}
+
+
+class PiEncoder:
+    """The pi-native protocol (§3): ``data: <AssistantMessageEvent>`` with the partial message on every
+    non-terminal event, and ``data: [DONE]`` after the terminal one."""
+
+    def start(self, message: AssistantMessage) -> bytes:
+        return frame({"type": "start", "partial": message})
+
+    def block_start(self, kind: BlockKind, index: int, content: dict[str, Any], message: AssistantMessage) -> bytes:
+        return frame({"type": _PI_STARTS[kind], "contentIndex": index, "partial": message})
+
+    def block_delta(self, kind: BlockKind, index: int, delta: str, message: AssistantMessage) -> bytes:
+        return frame({"type": _PI_DELTAS[kind], "contentIndex": index, "delta": delta, "partial": message})
+
+    def block_end(self, kind: BlockKind, index: int, content: dict[str, Any], message: AssistantMessage) -> bytes:
+        if kind == "text":
+            event = {"type": "text_end", "contentIndex": index, "content": content["text"], "partial": message}
+        elif kind == "thinking":
+            event = {"type": "thinking_end", "contentIndex": index, "content": content.get("thinking", "")}
+            event["partial"] = message
+        else:
+            event = {"type": "toolcall_end", "contentIndex": index, "toolCall": content, "partial": message}
+        return frame(event)
+
+    def done(self, reason: StopReason, message: AssistantMessage) -> bytes:
+        return frame({"type": "done", "reason": reason, "message": message}) + DONE_FRAME
+
+    def error(self, reason: Literal["error", "aborted"], message: AssistantMessage) -> bytes:
+        return frame({"type": "error", "reason": reason, "error": message}) + DONE_FRAME
+
+
+class SilentEncoder:
+    """Encodes nothing: a non-streaming answer needs only the final message (and a pi partial per delta would be
+    quadratic in the output's length)."""
+
+    def start(self, message: AssistantMessage) -> bytes:
+        return b""
+
+    def block_start(self, kind: BlockKind, index: int, content: dict[str, Any], message: AssistantMessage) -> bytes:
+        return b""
+
+    def block_delta(self, kind: BlockKind, index: int, delta: str, message: AssistantMessage) -> bytes:
+        return b""
+
+    def block_end(self, kind: BlockKind, index: int, content: dict[str, Any], message: AssistantMessage) -> bytes:
+        return b""
+
+    def done(self, reason: StopReason, message: AssistantMessage) -> bytes:
+        return b""
+
+    def error(self, reason: Literal["error", "aborted"], message: AssistantMessage) -> bytes:
+        return b""
 
 
 class _Block:
     __slots__ = ("index", "kind", "content", "args")
 
-    def __init__(self, index: int, kind: str, content: dict[str, Any]) -> None:
+    def __init__(self, index: int, kind: BlockKind, content: dict[str, Any]) -> None:
         self.index = index
         self.kind = kind
         self.content = content
@@ -60,10 +145,11 @@ class _Block:
 
 
 class MessageAssembler:
-    """Owns the live partial message and the content indices; produces the encoded event frames."""
+    """Owns the live partial message and the content indices; ``encoder`` turns its lifecycle into frames."""
 
-    def __init__(self, model: ModelSpec, started: float | None = None) -> None:
+    def __init__(self, model: ModelSpec, started: float | None = None, encoder: Encoder | None = None) -> None:
         self.model = model
+        self.encoder: Encoder = encoder if encoder is not None else PiEncoder()
         self.started = time.perf_counter() if started is None else started
         self.message: AssistantMessage = {
             "role": "assistant",
@@ -85,7 +171,7 @@ class MessageAssembler:
     # ----- events -----------------------------------------------------------------------------------------------
 
     def start(self) -> bytes:
-        return frame({"type": "start", "partial": self.message})
+        return self.encoder.start(self.message)
 
     def feed(self, delta: Delta) -> list[bytes]:
         kind = type(delta)
@@ -102,6 +188,8 @@ class MessageAssembler:
             return [self._end(block)] if block is not None else []
         elif kind is Finish:
             self.finish_reason = delta.reason  # type: ignore[union-attr]
+        elif kind is Raw:
+            return [delta.data]  # type: ignore[union-attr]
         elif kind is ResponseInfo:
             if delta.response_id:  # type: ignore[union-attr]
                 self.message["responseId"] = delta.response_id  # type: ignore[union-attr]
@@ -118,7 +206,7 @@ class MessageAssembler:
             # toolUse, so report what the content shows.
             reason = "toolUse"
         self._finalize(reason)
-        frames.append(frame({"type": "done", "reason": reason, "message": self.message}))
+        frames.append(self.encoder.done(reason, self.message))
         return b"".join(frames)
 
     def error(self, message: str, status: int | None, reason: Literal["error", "aborted"] = "error") -> bytes:
@@ -131,14 +219,11 @@ class MessageAssembler:
         self.message["errorMessage"] = message
         if status is not None:
             self.message["errorStatus"] = status
-        return frame({"type": "error", "reason": reason, "error": self.message})
+        return self.encoder.error(reason, self.message)
 
     # ----- deltas -----------------------------------------------------------------------------------------------
 
-    def _event(self, type_: str, index: int, **extra: Any) -> bytes:
-        return frame({"type": type_, "contentIndex": index, **extra, "partial": self.message})
-
-    def _open_block(self, key: Hashable, kind: str, content: dict[str, Any]) -> tuple[_Block, list[bytes]]:
+    def _open_block(self, key: Hashable, kind: BlockKind, content: dict[str, Any]) -> tuple[_Block, list[bytes]]:
         # A block of a new kind closes the open blocks of other kinds (text after thinking, tool calls after text);
         # blocks of the same kind stay open so interleaved parallel tool calls keep their own indices.
         frames = [self._end(self._open.pop(k)) for k, b in list(self._open.items()) if b.kind != kind]
@@ -147,8 +232,7 @@ class MessageAssembler:
         block = _Block(len(contents), kind, content)
         contents.append(content)  # type: ignore[arg-type]
         self._open[key] = block
-        start = {"text": "text_start", "thinking": "thinking_start", "toolCall": "toolcall_start"}[kind]
-        frames.append(self._event(start, block.index))
+        frames.append(self.encoder.block_start(kind, block.index, content, self.message))
         return block, frames
 
     def _text(self, delta: TextDelta) -> list[bytes]:
@@ -159,7 +243,7 @@ class MessageAssembler:
         if delta.text:
             self._mark_first_token()
             block.content["text"] += delta.text
-            frames.append(self._event("text_delta", block.index, delta=delta.text))
+            frames.append(self.encoder.block_delta("text", block.index, delta.text, self.message))
         return frames
 
     def _thinking(self, delta: ThinkingDelta) -> list[bytes]:
@@ -178,7 +262,7 @@ class MessageAssembler:
         if delta.text:
             self._mark_first_token()
             block.content["thinking"] += delta.text
-            frames.append(self._event("thinking_delta", block.index, delta=delta.text))
+            frames.append(self.encoder.block_delta("thinking", block.index, delta.text, self.message))
         return frames
 
     def _tool_call(self, delta: ToolCallDelta) -> list[bytes]:
@@ -195,7 +279,7 @@ class MessageAssembler:
                 block.content["name"] = delta.name
         if delta.arguments:
             block.args.append(delta.arguments)
-            frames.append(self._event("toolcall_delta", block.index, delta=delta.arguments))
+            frames.append(self.encoder.block_delta("toolCall", block.index, delta.arguments, self.message))
         return frames
 
     def _usage(self, delta: UsageUpdate) -> None:
@@ -213,13 +297,9 @@ class MessageAssembler:
         apply_cost(usage, self.model.pricing)
 
     def _end(self, block: _Block) -> bytes:
-        content = block.content
-        if block.kind == "text":
-            return self._event("text_end", block.index, content=content["text"])
-        if block.kind == "thinking":
-            return self._event("thinking_end", block.index, content=content.get("thinking", ""))
-        content["arguments"] = _parse_arguments(block.args)
-        return self._event("toolcall_end", block.index, toolCall=content)
+        if block.kind == "toolCall":
+            block.content["arguments"] = _parse_arguments(block.args)
+        return self.encoder.block_end(block.kind, block.index, block.content, self.message)
 
     def _close_all(self) -> list[bytes]:
         blocks = sorted(self._open.values(), key=lambda b: b.index)
@@ -287,41 +367,68 @@ class EventTimeouts:
 
 @dataclass
 class Generation:
-    """One generation: iterate ``frames()`` (SSE) or await ``run()`` (JSON mode)."""
+    """One generation: iterate ``frames()`` (SSE) or await ``run()`` (JSON mode). ``encoder`` is the client's wire
+    format (pi-native by default); ``prime()`` first, to answer upstream refusals with an HTTP status."""
 
     call: UpstreamCall
     stream_fn: StreamFn
     client: httpx.AsyncClient
     timeouts: EventTimeouts
     on_finish: Callable[[Outcome], None]
+    encoder: Encoder | None = None
     assembler: MessageAssembler = field(init=False)
     _reported: bool = field(default=False, init=False)
+    _deltas: AsyncIterator[Delta] | None = field(default=None, init=False)
+    _primed: list[Delta] = field(default_factory=list, init=False)
+    """The first delta, read by ``prime()`` before the response started (empty: not primed, or nothing came)."""
+    _ended: bool = field(default=False, init=False)
+    error_headers: dict[str, str] = field(default_factory=dict, init=False)
+    """The failure's response headers (``retry-after``), for a JSON-mode error answer."""
 
     def __post_init__(self) -> None:
-        self.assembler = MessageAssembler(self.call.model)
+        self.assembler = MessageAssembler(self.call.model, encoder=self.encoder)
+
+    async def prime(self) -> None:
+        """Wait for the upstream's first delta before the response is committed.
+
+        A provider refusal before any byte (401, 429 or 529 once retries are spent, a first-event timeout) then
+        reaches the client as the HTTP status of its format's error body, which SDKs retry and report by status,
+        instead of as an in-band error after a 200. A failure is recorded (ledger row, ``on_finish``) and re-raised,
+        as is a cancellation (the client left while waiting)."""
+        self._deltas = self.stream_fn(self.call, self.client)
+        try:
+            delta = await self._next(self._deltas, self.timeouts.first_event, "first event")
+        except BaseException as exc:
+            if isinstance(exc, SidecarError):
+                exc.message = redact(exc.message, (self.call.api_key or "",))
+            self._fail(exc)
+            await self._close(self._deltas)
+            raise
+        if delta is None:
+            self._ended = True
+        else:
+            self._primed.append(delta)
 
     async def frames(self) -> AsyncIterator[bytes]:
         asm = self.assembler
-        deltas = self.stream_fn(self.call, self.client)  # an async generator: nothing runs until the first anext
-        loop = asyncio.get_running_loop()
+        if self._deltas is None:
+            self._deltas = self.stream_fn(self.call, self.client)  # an async generator: nothing runs until anext
+        deltas = self._deltas
         terminal: bytes
         try:
-            yield asm.start()  # inside the try: a client gone already is still recorded, as aborted
-            limit = self.timeouts.first_event
-            waiting_for = "first event"
-            while True:
-                try:
-                    # A fresh deadline per delta (a Timeout object and a timer handle, no task); the yield below
-                    # stays outside it so a slow client socket is never mistaken for a slow upstream.
-                    async with asyncio.timeout_at(None if limit is None else loop.time() + limit):
-                        delta = await anext(deltas)
-                except StopAsyncIteration:
+            opening = asm.start()
+            if opening:
+                yield opening  # inside the try: a client gone already is still recorded, as aborted
+            limit, waiting_for = self.timeouts.first_event, "first event"
+            if self._primed:
+                limit, waiting_for = self.timeouts.idle, "next event"
+                frames = asm.feed(self._primed.pop())
+                if frames:
+                    yield b"".join(frames)
+            while not self._ended:
+                delta = await self._next(deltas, limit, waiting_for)
+                if delta is None:
                     break
-                except TimeoutError:
-                    raise UpstreamTimeout(
-                        f"upstream {self.call.model.provider} timed out while waiting for the {waiting_for} "
-                        f"({limit:g} s)"
-                    ) from None
                 limit, waiting_for = self.timeouts.idle, "next event"
                 frames = asm.feed(delta)
                 if frames:
@@ -331,6 +438,7 @@ class Generation:
         except SidecarError as exc:
             # Some OpenAI-compatible servers echo the key they were given; no key shape is assumed here.
             terminal = asm.error(redact(exc.message, (self.call.api_key or "",)), exc.status)
+            self.error_headers = exc.headers
             self._report("error", exc.type, exc.status)
         except Exception:
             log.exception("internal error while streaming %s", self.call.model.full_id)
@@ -339,15 +447,48 @@ class Generation:
         finally:
             if not self._reported:
                 # Cancelled: the client went away. Nothing more can be sent; record what was generated.
-                asm.error("client closed the stream", 499, "aborted")
-                self._report("aborted", "request_aborted", 499)
-            # The server cancels with anyio's level-triggered cancellation, which would cancel this cleanup too:
-            # shield it (bounded) so the upstream response is really closed and its connection released.
-            aclose = getattr(deltas, "aclose", None)  # adapters are async generators
-            if aclose is not None:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                    await aclose()
-        yield terminal + DONE_FRAME
+                self._fail(asyncio.CancelledError())
+            await self._close(deltas)
+        if terminal:
+            yield terminal
+
+    async def _next(self, deltas: AsyncIterator[Delta], limit: float | None, waiting_for: str) -> Delta | None:
+        """The next delta, ``None`` at the end of the stream; ``UpstreamTimeout`` past ``limit`` seconds."""
+        loop = asyncio.get_running_loop()
+        try:
+            # A fresh deadline per delta (a Timeout object and a timer handle, no task); the caller's yield stays
+            # outside it so a slow client socket is never mistaken for a slow upstream.
+            async with asyncio.timeout_at(None if limit is None else loop.time() + limit):
+                return await anext(deltas)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"upstream {self.call.model.provider} timed out while waiting for the {waiting_for} ({limit:g} s)"
+            ) from None
+
+    def _fail(self, exc: BaseException) -> None:
+        """Record a generation that did not finish: an upstream error, a crash, or the client leaving."""
+        asm = self.assembler
+        if isinstance(exc, SidecarError):
+            asm.error(exc.message, exc.status)
+            self._report("error", exc.type, exc.status)
+        elif isinstance(exc, Exception):
+            log.error("internal error while streaming %s", self.call.model.full_id, exc_info=exc)
+            asm.error("internal error in the sidecar (see its log)", 500)
+            self._report("error", "internal_error", 500)
+        else:
+            asm.error("client closed the stream", 499, "aborted")
+            self._report("aborted", "request_aborted", 499)
+
+    @staticmethod
+    async def _close(deltas: AsyncIterator[Delta]) -> None:
+        # The server cancels with anyio's level-triggered cancellation, which would cancel this cleanup too:
+        # shield it (bounded) so the upstream response is really closed and its connection released.
+        aclose = getattr(deltas, "aclose", None)  # adapters are async generators
+        if aclose is not None:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await aclose()
 
     async def run(self) -> AssistantMessage:
         async for _ in self.frames():

@@ -159,13 +159,21 @@ def test_models_endpoint_lists_servable_models(sidecar: RunningSidecar) -> None:
     assert {"echo/echo", "openai/gpt-4o", "anthropic/claude-sonnet-4-5"} <= ids
     assert not any(i.startswith(("google/", "deepseek/")) for i in ids)  # no key configured for those
     sonnet = next(m for m in body["data"] if m["id"] == "anthropic/claude-sonnet-4-5")
+    # One body for both families' SDKs: OpenAI's list fields and Anthropic's page fields, and the sidecar's own.
     assert sonnet == {
         "id": "anthropic/claude-sonnet-4-5",
         "object": "model",
+        "type": "model",
+        "created": 0,
+        "created_at": "1970-01-01T00:00:00Z",
         "owned_by": "anthropic",
         "api": "anthropic-messages",
         "display_name": "claude-sonnet-4-5",
         "input_modalities": ["text", "image"],
         "context_length": 1000000,
+        "max_input_tokens": 1000000,
         "max_output_tokens": 64000,
+        "max_tokens": 64000,
     }
+    assert body["has_more"] is False and body["first_id"] == body["data"][0]["id"]
+    assert body["last_id"] == body["data"][-1]["id"]

@@ -6,11 +6,12 @@ adding a wire API means one module here and one row in ``ADAPTERS``.
 
 from __future__ import annotations
 
-from sidecar.providers import anthropic_messages, echo, openai_completions
+from sidecar.providers import anthropic_messages, echo, openai_completions, openai_responses
 from sidecar.providers.base import StreamFn
 
 ADAPTERS: dict[str, StreamFn] = {
     "anthropic-messages": anthropic_messages.stream,
     "openai-completions": openai_completions.stream,
+    "openai-responses": openai_responses.stream,
     "echo": echo.stream,
 }

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import httpx
 import orjson
+from httpx_sse import ServerSentEvent
 
 from sidecar.errors import UpstreamProtocolError, UpstreamStreamError, redact
 from sidecar.providers.base import (
@@ -69,111 +70,185 @@ async def stream(call: UpstreamCall, client: httpx.AsyncClient) -> AsyncIterator
     """Send ``call`` to the Messages API and yield its stream as deltas."""
     body, thinking = _build_body(call)
     url = f"{call.model.base_url.rstrip('/')}/v1/messages"
-    headers = _build_headers(call, thinking)
-    provider = call.model.provider
-    # Indices of the blocks we translate. Any other block (server_tool_use, web_search_tool_result,
-    # bash_code_execution_tool_result, …) ran server-side; it is skipped together with its deltas and stop.
-    blocks: set[Any] = set()
-    opened: set[Any] = set()  # blocks that produced a delta, so the assembler has opened them
-    stop_reason: str | None = None
-    async with open_stream(client, call, url, headers=headers, json_body=orjson.dumps(body)) as response:
-        async for sse in iter_sse(response, provider):
-            if not sse.data:
-                continue
-            try:
-                data = orjson.loads(sse.data)
-            except orjson.JSONDecodeError:
-                raise UpstreamProtocolError(f"Anthropic sent unparseable data in a {sse.event!r} event") from None
-            if not isinstance(data, dict):
-                raise UpstreamProtocolError(f"Anthropic sent a non-object {sse.event!r} event")
-            # The payload's own "type" is authoritative; some Anthropic-compatible proxies omit `event:` lines.
-            kind = data.get("type")
-
-            if kind == "content_block_delta":
-                index = data.get("index")
-                if index not in blocks:
-                    continue
-                delta = data.get("delta") or {}
-                delta_type = delta.get("type")
-                if delta_type == "text_delta":
-                    if text := delta.get("text"):
-                        opened.add(index)
-                        yield TextDelta(index, text)
-                elif delta_type == "input_json_delta":
-                    # The first fragment of every tool_use is "": nothing to append.
-                    if fragment := delta.get("partial_json"):
-                        yield ToolCallDelta(index, arguments=fragment)
-                elif delta_type == "thinking_delta":
-                    if text := delta.get("thinking"):
-                        yield ThinkingDelta(index, text)
-                elif delta_type == "signature_delta":
-                    if signature := delta.get("signature"):
-                        yield ThinkingDelta(index, signature=signature)
-                # citations_delta and future delta types carry nothing pi's content blocks can hold.
-
-            elif kind == "content_block_start":
-                index = data.get("index")
-                block = data.get("content_block") or {}
-                block_type = block.get("type")
-                if block_type == "text":
-                    blocks.add(index)
-                    if text := block.get("text"):
-                        opened.add(index)
-                        yield TextDelta(index, text)
-                elif block_type == "thinking":
-                    blocks.add(index)
-                    opened.add(index)
-                    yield ThinkingDelta(index, block.get("thinking") or "", signature=block.get("signature") or None)
-                elif block_type == "redacted_thinking":
-                    blocks.add(index)
-                    opened.add(index)
-                    yield ThinkingDelta(index, block.get("data") or "", redacted=True)
-                elif block_type == "tool_use":
-                    blocks.add(index)
-                    opened.add(index)
-                    yield ToolCallDelta(index, id=block.get("id"), name=block.get("name"))
-
-            elif kind == "content_block_stop":
-                index = data.get("index")
-                # An empty text block never produced a delta, so the assembler never opened it: no BlockEnd.
-                blocks.discard(index)
-                if index in opened:
-                    opened.discard(index)
-                    yield BlockEnd(index)
-
-            elif kind == "message_delta":
-                reason = (data.get("delta") or {}).get("stop_reason")
-                if reason:
-                    stop_reason = str(reason)
-                # Cumulative counts; Anthropic may restate input/cache counts here (prompt caching updates
-                # cache_read_input_tokens only in the final message_delta).
-                if usage := data.get("usage"):
-                    yield _usage(usage)
-
-            elif kind == "message_start":
-                message = data.get("message") or {}
-                yield ResponseInfo(response_id=message.get("id"), upstream_model=message.get("model"))
-                if usage := message.get("usage"):
-                    yield _usage(usage)
-
-            elif kind == "message_stop":
-                if stop_reason in _REFUSALS:
-                    raise UpstreamStreamError(f"Anthropic refused the request (stop_reason: {stop_reason})", 400)
-                # Unknown future stop reasons end a turn that did complete, so they map to "stop".
-                yield Finish(_STOP_REASONS.get(stop_reason or "end_turn", "stop"))
+    parser = AnthropicEventParser(secrets_of(call))
+    async with open_stream(client, call, url, headers=build_headers(call, thinking), json_body=orjson.dumps(body)) as r:
+        # A local, so the event iterator outlives the drain: abandoned at message_stop and finalized early, it
+        # would close the connection before open_stream drains it back to the pool.
+        events = iter_sse(r, call.model.provider)
+        async for sse in events:
+            for delta in parser.feed(sse):
+                yield delta
+            if parser.done:
                 return
+    parser.end()
 
-            elif kind == "error":
-                # A mid-stream error (overloaded_error after HTTP 200) ends the stream with no message_stop.
-                error = data.get("error")
-                error = error if isinstance(error, dict) else {}
-                error_type = str(error.get("type") or "api_error")
-                secrets = (call.api_key,) if call.api_key else ()
-                message = redact(f"Anthropic stream error ({error_type}): {error.get('message', '')}", secrets)
-                raise UpstreamStreamError(message, _ERROR_STATUS.get(error_type, 500))
-            # ping and unknown event types are ignored.
 
-    raise UpstreamProtocolError("Anthropic stream ended before message_stop", 502)
+def secrets_of(call: UpstreamCall) -> tuple[str, ...]:
+    """The values an upstream error text is redacted of: the injected key."""
+    return (call.api_key,) if call.api_key else ()
+
+
+_NOTHING: tuple[Delta, ...] = ()
+
+
+class AnthropicEventParser:
+    """One Messages stream's events -> deltas: the adapter's ``stream`` and the same-family relay (``sidecar.relay``)
+    both feed it, so both read a stream the same way. Plain dict lookups, no validation: this is the per-event hot
+    path. ``feed`` returns a tuple (``()`` for the many events that carry nothing), no generator per event.
+
+    Raises ``UpstreamStreamError`` for what Anthropic itself reported (an ``error`` event, a refusal) and
+    ``UpstreamProtocolError`` for what cannot be read."""
+
+    __slots__ = ("_secrets", "_blocks", "_opened", "_stop_reason", "done")
+
+    def __init__(self, secrets: tuple[str, ...] = ()) -> None:
+        self._secrets = secrets
+        # Indices of the blocks we translate. Any other block (server_tool_use, web_search_tool_result,
+        # bash_code_execution_tool_result, …) ran server-side; it is skipped together with its deltas and stop.
+        self._blocks: set[Any] = set()
+        self._opened: set[Any] = set()  # blocks that produced a delta, so the assembler has opened them
+        self._stop_reason: str | None = None
+        self.done = False
+        """``message_stop`` was read: the stream is complete."""
+
+    def feed(self, sse: ServerSentEvent) -> tuple[Delta, ...]:
+        if not sse.data:
+            return _NOTHING
+        try:
+            data = orjson.loads(sse.data)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(f"Anthropic sent unparseable data in a {sse.event!r} event") from None
+        if not isinstance(data, dict):
+            raise UpstreamProtocolError(f"Anthropic sent a non-object {sse.event!r} event")
+        # The payload's own "type" is authoritative; some Anthropic-compatible proxies omit `event:` lines.
+        kind = data.get("type")
+
+        if kind == "content_block_delta":
+            index = data.get("index")
+            if index not in self._blocks:
+                return _NOTHING
+            delta = data.get("delta") or {}
+            delta_type = delta.get("type")
+            if delta_type == "text_delta":
+                if text := delta.get("text"):
+                    self._opened.add(index)
+                    return (TextDelta(index, text),)
+            elif delta_type == "input_json_delta":
+                # The first fragment of every tool_use is "": nothing to append.
+                if fragment := delta.get("partial_json"):
+                    return (ToolCallDelta(index, arguments=fragment),)
+            elif delta_type == "thinking_delta":
+                if text := delta.get("thinking"):
+                    return (ThinkingDelta(index, text),)
+            elif delta_type == "signature_delta":
+                if signature := delta.get("signature"):
+                    return (ThinkingDelta(index, signature=signature),)
+            # citations_delta and future delta types carry nothing pi's content blocks can hold.
+            return _NOTHING
+
+        if kind == "content_block_start":
+            index = data.get("index")
+            started = _start_deltas(index, data.get("content_block") or {})
+            if started is None:
+                return _NOTHING
+            self._blocks.add(index)
+            if started:
+                self._opened.add(index)
+            return started
+
+        if kind == "content_block_stop":
+            index = data.get("index")
+            # An empty text block never produced a delta, so the assembler never opened it: no BlockEnd.
+            self._blocks.discard(index)
+            if index in self._opened:
+                self._opened.discard(index)
+                return (BlockEnd(index),)
+            return _NOTHING
+
+        if kind == "message_delta":
+            reason = (data.get("delta") or {}).get("stop_reason")
+            if reason:
+                self._stop_reason = str(reason)
+            # Cumulative counts; Anthropic may restate input/cache counts here (prompt caching updates
+            # cache_read_input_tokens only in the final message_delta).
+            if usage := data.get("usage"):
+                return (_usage(usage),)
+            return _NOTHING
+
+        if kind == "message_start":
+            message = data.get("message") or {}
+            info = ResponseInfo(response_id=message.get("id"), upstream_model=message.get("model"))
+            if usage := message.get("usage"):
+                return (info, _usage(usage))
+            return (info,)
+
+        if kind == "message_stop":
+            self.done = True
+            return (_finish(self._stop_reason),)
+
+        if kind == "error":
+            # A mid-stream error (overloaded_error after HTTP 200) ends the stream with no message_stop.
+            raise _stream_error(data.get("error"), self._secrets)
+        # ping and unknown event types are ignored.
+        return _NOTHING
+
+    def end(self) -> None:
+        """The upstream body ended: fine after ``message_stop``, a truncated stream otherwise."""
+        if not self.done:
+            raise UpstreamProtocolError("Anthropic stream ended before message_stop", 502)
+
+
+def _start_deltas(index: Any, block: Any) -> tuple[Delta, ...] | None:
+    """The deltas a block's start carries; ``()`` for an empty text block (opened by its first delta), ``None`` for
+    a block pi's content cannot hold."""
+    block_type = block.get("type")
+    if block_type == "text":
+        text = block.get("text")
+        return (TextDelta(index, text),) if text else _NOTHING
+    if block_type == "thinking":
+        return (ThinkingDelta(index, block.get("thinking") or "", signature=block.get("signature") or None),)
+    if block_type == "redacted_thinking":
+        return (ThinkingDelta(index, block.get("data") or "", redacted=True),)
+    if block_type == "tool_use":
+        return (ToolCallDelta(index, id=block.get("id"), name=block.get("name")),)
+    return None
+
+
+def _finish(stop_reason: str | None) -> Finish:
+    if stop_reason in _REFUSALS:
+        raise UpstreamStreamError(f"Anthropic refused the request (stop_reason: {stop_reason})", 400)
+    # Unknown future stop reasons end a turn that did complete, so they map to "stop".
+    return Finish(_STOP_REASONS.get(stop_reason or "end_turn", "stop"))
+
+
+def _stream_error(error: Any, secrets: tuple[str, ...]) -> UpstreamStreamError:
+    error = error if isinstance(error, dict) else {}
+    error_type = str(error.get("type") or "api_error")
+    message = redact(f"Anthropic stream error ({error_type}): {error.get('message', '')}", secrets)
+    return UpstreamStreamError(message, _ERROR_STATUS.get(error_type, 500))
+
+
+def parse_message(data: Any, secrets: tuple[str, ...] = ()) -> list[Delta]:
+    """A non-streaming Messages response (``Message`` JSON) as the deltas its stream would have given, for the
+    relay's ledger row; raises as the stream parser does (an error body, a refusal)."""
+    if not isinstance(data, dict):
+        raise UpstreamProtocolError("Anthropic sent a non-object response body")
+    if data.get("type") == "error":
+        raise _stream_error(data.get("error"), secrets)
+    deltas: list[Delta] = [ResponseInfo(response_id=data.get("id"), upstream_model=data.get("model"))]
+    content = data.get("content")
+    for index, block in enumerate(content if isinstance(content, list) else ()):
+        started = _start_deltas(index, block) if isinstance(block, dict) else None
+        if not started:
+            continue
+        deltas.extend(started)
+        if block.get("type") == "tool_use" and (arguments := block.get("input")):
+            deltas.append(ToolCallDelta(index, arguments=orjson.dumps(arguments).decode()))
+        deltas.append(BlockEnd(index))
+    if isinstance(usage := data.get("usage"), dict):
+        deltas.append(_usage(usage))
+    deltas.append(_finish(data.get("stop_reason")))
+    return deltas
 
 
 def _usage(usage: Mapping[str, Any]) -> UsageUpdate:
@@ -190,7 +265,7 @@ def _usage(usage: Mapping[str, Any]) -> UsageUpdate:
 # ----- request ----------------------------------------------------------------------------------------------------
 
 
-def _build_headers(call: UpstreamCall, thinking: bool) -> dict[str, str]:
+def build_headers(call: UpstreamCall, thinking: bool) -> dict[str, str]:
     headers = {"anthropic-version": _API_VERSION, "content-type": "application/json", "accept": "text/event-stream"}
     # Lower-cased so that a caller's "Anthropic-Beta" replaces the model's "anthropic-beta" instead of doubling it.
     for source in (call.model.headers, call.headers):

@@ -91,7 +91,15 @@ class ResponseInfo:
     upstream_model: str | None = None
 
 
-Delta = TextDelta | ThinkingDelta | ToolCallDelta | BlockEnd | UsageUpdate | Finish | ResponseInfo
+@dataclass(slots=True)
+class Raw:
+    """Upstream bytes relayed to the client unchanged (``sidecar.relay``: same-family requests); the deltas parsed
+    from them follow, for the ledger."""
+
+    data: bytes
+
+
+Delta = TextDelta | ThinkingDelta | ToolCallDelta | BlockEnd | UsageUpdate | Finish | ResponseInfo | Raw
 
 # ----- the call an adapter makes ---------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import httpx
 import orjson
+from httpx_sse import ServerSentEvent
 
 from client.types import ImageContent, Message
 from sidecar.errors import UpstreamProtocolError, UpstreamStreamError, redact
@@ -57,10 +58,15 @@ def _flag(call: UpstreamCall, name: str) -> Any:
     return call.model.compat.get(name, _COMPAT_DEFAULTS[name])
 
 
+def usage_in_streaming(call: UpstreamCall) -> bool:
+    """Whether the server accepts ``stream_options.include_usage`` (some OpenAI-compatible servers reject it)."""
+    return bool(_flag(call, "supports_usage_in_streaming"))
+
+
 # ----- request ---------------------------------------------------------------------------------------------------
 
 
-def _headers(call: UpstreamCall) -> dict[str, str]:
+def build_headers(call: UpstreamCall) -> dict[str, str]:
     headers = {"content-type": "application/json", "accept": "text/event-stream"}
     if call.api_key is not None:  # Ollama and llama.cpp run without a key: send no auth header at all
         if _flag(call, "auth_header") == "api-key":  # Azure OpenAI
@@ -175,7 +181,7 @@ def _tool_choice(choice: Any) -> Any:
 def _request_body(call: UpstreamCall) -> dict[str, Any]:
     options = call.options
     body: dict[str, Any] = {"model": call.model.id, "stream": True, "messages": _messages(call)}
-    if _flag(call, "supports_usage_in_streaming"):
+    if usage_in_streaming(call):
         body["stream_options"] = {"include_usage": True}
     if options.get("maxTokens") is not None:
         body[_flag(call, "max_tokens_field")] = options["maxTokens"]
@@ -235,7 +241,7 @@ def _usage(raw: Mapping[str, Any]) -> UsageUpdate:
     )
 
 
-def _stream_error(call: UpstreamCall, error: Mapping[str, Any]) -> UpstreamStreamError:
+def _stream_error(provider: str, error: Mapping[str, Any], secrets: tuple[str, ...]) -> UpstreamStreamError:
     code, kind = error.get("code"), error.get("type")
     if isinstance(code, str) and code.isdigit():
         code = int(code)
@@ -245,24 +251,56 @@ def _stream_error(call: UpstreamCall, error: Mapping[str, Any]) -> UpstreamStrea
         # OpenRouter puts a string in `code`; OpenAI's rate-limit errors say so in `code` or `type`.
         tags = f"{kind} {code}"
         status = 429 if "rate_limit" in tags or "insufficient_quota" in tags else 500
-    secrets = [call.api_key] if call.api_key else []
     # Every field taken from the provider goes through the redaction, not only the message.
-    message = redact(
-        f"{call.model.provider} stream error ({kind or code or 'error'}): {error.get('message') or 'no message'}",
-        secrets,
-    )
+    text = f"{provider} stream error ({kind or code or 'error'}): {error.get('message') or 'no message'}"
+    message = redact(text, secrets)
     return UpstreamStreamError(message, status)
 
 
-class _Parser:
-    """Chunk-by-chunk state of one stream: plain dict lookups, no validation (this is the per-event hot path)."""
+def secrets_of(call: UpstreamCall) -> tuple[str, ...]:
+    """The values an upstream error text is redacted of: the injected key."""
+    return (call.api_key,) if call.api_key else ()
 
-    def __init__(self, provider: str) -> None:
+
+class ChatCompletionsParser:
+    """One Chat Completions stream's events -> deltas: the adapter's ``stream`` and the same-family relay
+    (``sidecar.relay``) both feed it. Chunk-by-chunk state, plain dict lookups, no validation (this is the per-event
+    hot path). ``done`` is set by ``data: [DONE]``; ``end()`` gives the ``Finish`` once the stream is over.
+
+    Raises ``UpstreamStreamError`` for what the server itself reported (an ``error`` chunk, a content filter) and
+    ``UpstreamProtocolError`` for what cannot be read."""
+
+    __slots__ = ("provider", "_secrets", "finish", "saw_id", "saw_tool", "done")
+
+    def __init__(self, provider: str, secrets: tuple[str, ...] = ()) -> None:
         self.provider = provider
+        self._secrets = secrets
         self.finish: str | None = None
         self.saw_id = self.saw_tool = False
+        self.done = False
 
-    def feed(self, chunk: Mapping[str, Any]) -> list[Delta]:
+    def feed(self, event: ServerSentEvent) -> list[Delta]:
+        data = event.data.strip()
+        if not data:
+            return []
+        if data == "[DONE]":
+            self.done = True
+            return []
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(f"{self.provider}: invalid JSON in the OpenAI-compatible stream") from None
+        if not isinstance(chunk, dict):
+            raise UpstreamProtocolError(f"{self.provider}: unexpected event in the OpenAI-compatible stream")
+        error = chunk.get("error")
+        if isinstance(error, Mapping):  # OpenAI SDK shape; OpenRouter also sends it beside `choices`
+            raise _stream_error(self.provider, error, self._secrets)
+        try:
+            return self.feed_chunk(chunk)
+        except (AttributeError, TypeError) as exc:  # a list or string where an object belongs
+            raise UpstreamProtocolError(f"{self.provider}: malformed OpenAI-compatible chunk ({exc})") from None
+
+    def feed_chunk(self, chunk: Mapping[str, Any]) -> list[Delta]:
         out: list[Delta] = []
         if not self.saw_id and chunk.get("id"):  # Azure's first chunk has id "" (prompt_filter_results only)
             self.saw_id = True
@@ -317,32 +355,42 @@ class _Parser:
         return Finish(reason)
 
 
+def parse_completion(data: Any, provider: str, secrets: tuple[str, ...] = ()) -> list[Delta]:
+    """A non-streaming ``chat.completion`` body as the deltas its stream would have given, for the relay's ledger row;
+    raises as the stream parser does (an error body, a content filter, no finish_reason)."""
+    if not isinstance(data, dict):
+        raise UpstreamProtocolError(f"{provider}: the OpenAI-compatible response is not a JSON object")
+    error = data.get("error")
+    if isinstance(error, Mapping):
+        raise _stream_error(provider, error, secrets)
+    parser = ChatCompletionsParser(provider, secrets)
+    # A choice's `message` has the fields of a stream's `delta` (content, refusal, reasoning_content, tool_calls), so
+    # the whole completion reads as one chunk.
+    choices = [
+        {"index": c.get("index", i), "delta": c.get("message"), "finish_reason": c.get("finish_reason")}
+        for i, c in enumerate(data.get("choices") or ())
+        if isinstance(c, Mapping)
+    ]
+    chunk = {"id": data.get("id"), "model": data.get("model"), "choices": choices, "usage": data.get("usage")}
+    try:
+        deltas = parser.feed_chunk(chunk)
+    except (AttributeError, TypeError) as exc:
+        raise UpstreamProtocolError(f"{provider}: malformed OpenAI-compatible response ({exc})") from None
+    deltas.append(parser.end())
+    return deltas
+
+
 async def stream(call: UpstreamCall, client: httpx.AsyncClient) -> AsyncIterator[Delta]:
     """Stream one Chat Completions generation as deltas (see ``sidecar.providers.base``)."""
     provider = call.model.provider
     url = f"{call.model.base_url.rstrip('/')}/chat/completions"
     body = orjson.dumps(_request_body(call))
-    parser = _Parser(provider)
-    async with open_stream(client, call, url, headers=_headers(call), json_body=body) as response:
-        async for event in iter_sse(response, provider):
-            data = event.data.strip()
-            if data == "[DONE]":
-                break
-            if not data:
-                continue
-            try:
-                chunk = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                raise UpstreamProtocolError(f"{provider}: invalid JSON in the OpenAI-compatible stream") from None
-            if not isinstance(chunk, dict):
-                raise UpstreamProtocolError(f"{provider}: unexpected event in the OpenAI-compatible stream")
-            error = chunk.get("error")
-            if isinstance(error, Mapping):  # OpenAI SDK shape; OpenRouter also sends it beside `choices`
-                raise _stream_error(call, error)
-            try:
-                deltas = parser.feed(chunk)
-            except (AttributeError, TypeError) as exc:  # a list or string where an object belongs
-                raise UpstreamProtocolError(f"{provider}: malformed OpenAI-compatible chunk ({exc})") from None
-            for delta in deltas:
+    parser = ChatCompletionsParser(provider, secrets_of(call))
+    async with open_stream(client, call, url, headers=build_headers(call), json_body=body) as response:
+        events = iter_sse(response, provider)  # a local, so it outlives the drain (see anthropic_messages.stream)
+        async for event in events:
+            for delta in parser.feed(event):
                 yield delta
+            if parser.done:
+                break
     yield parser.end()

@@ -33,6 +33,9 @@ BUN = NODE_MODULES / ".bin" / "bun"
 REQUIRED_INSTALL = (
     NODE_MODULES / "@oh-my-pi" / "pi-ai" / "package.json",
     NODE_MODULES / "@ai-sdk" / "gateway" / "package.json",
+    NODE_MODULES / "ai" / "package.json",
+    NODE_MODULES / "@ai-sdk" / "openai" / "package.json",
+    NODE_MODULES / "@ai-sdk" / "anthropic" / "package.json",
     BUN,
 )
 MIN_NODE_MAJOR = 20
