@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cloud import RESOLVERS
 from .config import Settings
 from .errors import ConfigError, MissingCredential
 from .models import ProviderSpec
@@ -65,6 +66,15 @@ class CredentialStore:
             value = self._read_file(self._settings.secrets_dir / provider.id)
             if value:
                 return Credential(value, "secrets-dir")
+        if provider.credential != "key":
+            resolver = RESOLVERS.get(provider.credential)
+            if resolver is None:
+                raise ConfigError(
+                    f"[providers.{provider.id}] credential = {provider.credential!r} is not a known kind "
+                    f"(key, {', '.join(sorted(RESOLVERS))})"
+                )
+            found = resolver(self._settings, provider)
+            return Credential(*found) if found else None
         for name in provider.env_keys:
             value = self._settings.environ.get(name, "").strip()
             if value:

@@ -71,6 +71,9 @@ class ProviderSpec:
     from it. ``None``: not looked up there."""
     default_pricing: Pricing | None = None
     """``default_cost``: the price of every model of this provider that has no other (``[0, 0]`` for a local server)."""
+    credential: str = "key"
+    """What kind of credential it takes: ``key`` (an API key, ``sidecar.credentials``) or a cloud's credential chain
+    (``google``, ``aws``: ``sidecar.cloud.RESOLVERS``). A configured location (``env:``/``file:``) still wins."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +172,7 @@ def build_catalog(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = 
             default_model=p.get("default_model"),
             genai_prices=genai_prices or None,
             default_pricing=default_pricing,
+            credential=str(p.get("credential", "key")),
         )
 
     models: dict[str, CatalogModel] = {}
