@@ -4,14 +4,18 @@ Starts ``bench/mock_upstream.py`` (a fast mock Anthropic Messages API) and the r
 (``python -m sidecar serve``) as subprocesses, then drives both with the same lightweight load generator:
 
 * ``direct``:  ``POST /v1/messages`` straight to the mock (what an agent holding the key would do);
-* ``sidecar``: ``POST /v1/pi/stream`` through the sidecar, which calls the same mock.
+* ``sidecar``: ``POST /v1/pi/stream`` through the sidecar, which calls the same mock (the pi route);
+* ``relay``:   ``POST /v1/messages`` to the sidecar, direct's body with the pi route's model id: relayed untranslated
+  (``sidecar/relay.py``), the mock's bytes come back unchanged;
+* ``chat``:    ``POST /v1/chat/completions`` to the sidecar, same model: translated to ``chat.completion.chunk``.
 
-For each target it runs concurrency 1 (sequential) and concurrency 50 (closed loop), every run bounded in both
-request count and time, and measures per request TTFB (first body byte), TTFT (first token-bearing event) and total
-time. See bench/README.md for how to read the numbers.
+``--targets`` picks them (default ``direct,sidecar``). For each target it runs concurrency 1 (sequential) and
+concurrency 50 (closed loop), every run bounded in both request count and time, and measures per request TTFB (first
+body byte), TTFT (first token-bearing event) and total time. See bench/README.md for how to read the numbers.
 
-    .venv/bin/python bench/run.py            # full run: 3 interleaved repeats, median reported (~40 s)
-    .venv/bin/python bench/run.py --quick    # short run (~6 s)
+    .venv/bin/python bench/run.py            # full run: 3 interleaved repeats, median reported (~1 min)
+    .venv/bin/python bench/run.py --quick    # short run (~5 s; ~10 s with all four targets)
+    .venv/bin/python bench/run.py --targets direct,sidecar,relay,chat   # the ingress routes too (~2 min)
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import gc
 import json
 import os
 import platform
+import re
 import selectors
 import shutil
 import signal
@@ -46,6 +51,9 @@ VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 API_KEY = "sk-ant-bench"
 TOKEN = "bench-workload-bearer-0123456789abcdef"
 MODEL_ID = "anthropic/claude-sonnet-4-5"
+"""The model id the sidecar targets send: the provider-qualified id, so it resolves to the mock on every route."""
+UPSTREAM_MODEL = "claude-sonnet-4-5"
+"""What the sidecar sends upstream for it (and what ``direct`` sends)."""
 CONFIG_TOML = "[upstream]\nmax_retries = 0\n"
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -56,20 +64,33 @@ GOAL_STREAMS_PER_S = 400.0
 
 # ----- targets --------------------------------------------------------------------------------------------------
 
+TARGET_NAMES = ("direct", "sidecar", "relay", "chat")
+SIDECAR_TARGETS = frozenset({"sidecar", "relay", "chat"})
+"""The targets served by the sidecar (the rest go straight to the mock)."""
+MARKER_OVERLAP = 64
+"""Bytes of the body searched again for the TTFT marker after a read: longer than any marker's match."""
+
 
 @dataclass(frozen=True)
 class Target:
     name: str
     port: int
     request: bytes
-    marker: bytes
-    """The bytes that mark the first token-bearing event (TTFT)."""
+    marker: re.Pattern[bytes]
+    """Matches the first token-bearing event (TTFT)."""
     kind: str
+    """The response's wire format: ``anthropic`` (direct, relay), ``pi`` (sidecar) or ``chat``."""
+
+    @property
+    def via_sidecar(self) -> bool:
+        return self.name in SIDECAR_TARGETS
 
     def complete(self, body: bytes | bytearray) -> bool:
         """Did the stream end with its terminal event?"""
-        if self.kind == "sidecar":
+        if self.kind == "pi":
             return body.endswith(b"data: [DONE]\n\n") and body.rfind(b'data: {"type":"done"') >= 0
+        if self.kind == "chat":
+            return body.endswith(b"data: [DONE]\n\n") and body.rfind(b'"finish_reason":"') >= 0
         return body.rfind(b"event: message_stop") >= 0
 
 
@@ -80,37 +101,75 @@ def http_post(port: int, path: str, headers: dict[str, str], body: bytes) -> byt
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def direct_target(port: int) -> Target:
+def compact(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def messages_body(model: str) -> bytes:
     # Roughly the Messages body the sidecar itself sends upstream for the pi request below.
-    body = json.dumps(
+    return compact(
         {
-            "model": "claude-sonnet-4-5",
+            "model": model,
             "stream": True,
             "max_tokens": 64000,
             "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
-        },
-        separators=(",", ":"),
-    ).encode()
+        }
+    )
+
+
+ANTHROPIC_TTFT = re.compile(rb"content_block_delta")
+
+
+def direct_target(port: int) -> Target:
     headers = {
         "x-api-key": API_KEY,
         "anthropic-version": "2023-06-01",
         "content-type": "application/json",
         "accept": "text/event-stream",
     }
-    return Target("direct", port, http_post(port, "/v1/messages", headers, body), b"content_block_delta", "direct")
+    request = http_post(port, "/v1/messages", headers, messages_body(UPSTREAM_MODEL))
+    return Target("direct", port, request, ANTHROPIC_TTFT, "anthropic")
 
 
 def sidecar_target(port: int) -> Target:
-    body = json.dumps(
+    body = compact(
         {
             "modelId": MODEL_ID,
             "context": {"messages": [{"role": "user", "content": "hi", "timestamp": 1}]},
             "options": {},
-        },
-        separators=(",", ":"),
-    ).encode()
+        }
+    )
     headers = {"Authorization": f"Bearer {TOKEN}", "content-type": "application/json", "accept": "text/event-stream"}
-    return Target("sidecar", port, http_post(port, "/v1/pi/stream", headers, body), b'"type":"text_delta"', "sidecar")
+    request = http_post(port, "/v1/pi/stream", headers, body)
+    return Target("sidecar", port, request, re.compile(rb'"type":"text_delta"'), "pi")
+
+
+def relay_target(port: int) -> Target:
+    """Anthropic Messages in, Anthropic model: relayed (``sidecar/relay.py``), only ``model`` rewritten upstream.
+
+    The body is direct's with the sidecar's model id, so what reaches the mock is direct's request body again."""
+    headers = {
+        "x-api-key": TOKEN,  # the Anthropic SDK's header carries the sidecar's bearer
+        "anthropic-version": "2023-06-01",
+        "content-type": "application/json",
+        "accept": "text/event-stream",
+    }
+    request = http_post(port, "/v1/messages", headers, messages_body(MODEL_ID))
+    return Target("relay", port, request, ANTHROPIC_TTFT, "anthropic")
+
+
+def chat_target(port: int) -> Target:
+    """OpenAI Chat in, Anthropic model: translated (the Anthropic adapter, then ``chat.completion.chunk`` frames)."""
+    body = compact(
+        {"model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": 64000}
+    )
+    headers = {"Authorization": f"Bearer {TOKEN}", "content-type": "application/json", "accept": "text/event-stream"}
+    request = http_post(port, "/v1/chat/completions", headers, body)
+    # The first chunk is the role chunk with "content":"" — TTFT is the first non-empty text delta.
+    return Target("chat", port, request, re.compile(rb'"content":"[^"]'), "chat")
+
+
+TARGETS = {"direct": direct_target, "sidecar": sidecar_target, "relay": relay_target, "chat": chat_target}
 
 
 # ----- the load generator: raw asyncio streams, one keep-alive connection per worker -----------------------------
@@ -130,7 +189,9 @@ class Reply:
     keep_alive: bool
 
 
-async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes, marker: bytes) -> Reply:
+async def exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes, marker: re.Pattern[bytes]
+) -> Reply:
     """Send one request and read its response to the end of the body (HTTP/1.1, chunked or content-length).
 
     Times are seconds since the request was written, taken right after the read that delivered the bytes.
@@ -168,7 +229,7 @@ async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, r
     ttfb: float | None = None
     ttft: float | None = None
     scanned = 0  # body offset up to which the marker has been searched
-    mlen = len(marker)
+    search = marker.search
     remaining = -1  # bytes left in the current chunk; -1: expecting a chunk-size line
     finished = False
     while True:
@@ -212,8 +273,7 @@ async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, r
             if ttfb is None:
                 ttfb = now
             if ttft is None:
-                found = body.find(marker, max(0, scanned - mlen + 1))
-                if found >= 0:
+                if search(body, max(0, scanned - MARKER_OVERLAP)) is not None:
                     ttft = now
                 scanned = len(body)
             if len(body) > MAX_BODY_BYTES:
@@ -483,15 +543,15 @@ async def run_load(
         sent=per_worker * concurrency + issued,
         probe_ms=probe_ms,
         sidecar_cpu_us_per_stream=(
-            cpu["sidecar"] * elapsed / 100.0 / samples.ok * 1e6
-            if samples.ok and cpu.get("sidecar") is not None
+            sidecar_cpu * elapsed / 100.0 / samples.ok * 1e6
+            if target.via_sidecar and samples.ok and (sidecar_cpu := cpu.get("sidecar")) is not None
             else None
         ),
     )
 
 
-async def sample_stream(target: Target) -> tuple[int, list[str]]:
-    """One request, decoded: the status and the event types, for the sanity check printed before the runs."""
+async def sample_stream(target: Target) -> tuple[int, list[str], bytes]:
+    """One request, decoded: the status, the event types and the body, for the sanity check printed before the runs."""
     conn = Connection(target.port)
     try:
         async with asyncio.timeout(10):
@@ -508,10 +568,30 @@ async def sample_stream(target: Target) -> tuple[int, list[str]]:
                     kinds.append("[DONE]")
                 else:
                     try:
-                        kinds.append(str(json.loads(payload).get("type")))
+                        kinds.append(event_kind(json.loads(payload)))
                     except ValueError:
                         kinds.append("?")
-    return reply.status, kinds
+    return reply.status, kinds, bytes(reply.body)
+
+
+def event_kind(event: Any) -> str:
+    """``type`` (Anthropic, pi), or what a ``chat.completion.chunk`` carries: role, content, finish reason, usage."""
+    if not isinstance(event, dict):
+        return "?"
+    if "type" in event or "choices" not in event:
+        return str(event.get("type"))
+    choices = event["choices"]
+    if not choices:
+        return "chunk(usage)" if "usage" in event else "chunk()"
+    choice = choices[0]
+    parts = [k for k, v in choice.get("delta", {}).items() if v not in ("", None)]
+    if choice.get("finish_reason"):
+        parts.append(f"finish={choice['finish_reason']}")
+    return f"chunk({','.join(parts)})"
+
+
+def first_difference(a: bytes, b: bytes) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
 def compress(kinds: list[str]) -> str:
@@ -673,7 +753,17 @@ def pair(stats: dict[str, float | None]) -> str:
 
 
 def table(results: list[RunResult]) -> str:
-    header = ["target", "conc", "requests", "errors", "req/s", "TTFB p50/p99 ms", "TTFT p50/p99 ms", "total p50/p99 ms"]
+    header = [
+        "target",
+        "conc",
+        "requests",
+        "errors",
+        "req/s",
+        "TTFB p50/p99 ms",
+        "TTFT p50/p99 ms",
+        "total p50/p99 ms",
+        "sidecar CPU us/stream",
+    ]
     rows = [
         [
             r.target,
@@ -684,11 +774,12 @@ def table(results: list[RunResult]) -> str:
             pair(r.ttfb_ms),
             pair(r.ttft_ms),
             pair(r.total_ms),
+            fmt(r.sidecar_cpu_us_per_stream, 0),
         ]
         for r in results
     ]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-    right = {1, 2, 3, 4}
+    right = {1, 2, 3, 4, 8}
 
     def line(cells: list[str]) -> str:
         return (
@@ -703,8 +794,56 @@ def table(results: list[RunResult]) -> str:
     return "\n".join([line(header), sep, *(line(r) for r in rows)])
 
 
+def minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def signed(ms: float | None) -> str:
+    return "-" if ms is None else f"{ms:+.2f} ms"
+
+
 def find(results: list[RunResult], target: str, concurrency: int) -> RunResult | None:
     return next((r for r in results if r.target == target and r.concurrency == concurrency), None)
+
+
+def paired(all_runs: list[RunResult]) -> tuple[list[str], dict[str, Any]]:
+    """Each ingress route against the pi route *in the same repeat*, the median over repeats: runs of one repeat are
+    seconds apart, so a slow spell of a shared host moves both sides of a ratio, not one."""
+    lines: list[str] = []
+    out: dict[str, Any] = {}
+    by_repeat: dict[tuple[int, int], dict[str, RunResult]] = {}
+    for r in all_runs:
+        by_repeat.setdefault((r.repeat, r.concurrency), {})[r.target] = r
+    for c in sorted({r.concurrency for r in all_runs}):
+        groups = [g for (_, conc), g in sorted(by_repeat.items()) if conc == c and "sidecar" in g]
+        for name in ("relay", "chat"):
+            pairs = [(g[name], g["sidecar"]) for g in groups if name in g and g["sidecar"].rps]
+            if len(pairs) < 2:
+                continue
+            rps = sorted(route.rps / pi.rps for route, pi in pairs)
+            cpu = sorted(
+                route.sidecar_cpu_us_per_stream / pi.sidecar_cpu_us_per_stream
+                for route, pi in pairs
+                if route.sidecar_cpu_us_per_stream and pi.sidecar_cpu_us_per_stream
+            )
+            ttft = sorted(d for route, pi in pairs if (d := minus(route.ttft_ms["p50"], pi.ttft_ms["p50"])) is not None)
+            entry = out[f"{name}_c{c}"] = {
+                "repeats": len(pairs),
+                "rps_vs_pi": {"median": middle(rps), "min": rps[0], "max": rps[-1]},
+                "cpu_per_stream_vs_pi": middle(cpu) if cpu else None,
+                "ttft_p50_minus_pi_ms": middle(ttft) if ttft else None,
+            }
+            lines.append(
+                f"c={c}: {name}/pi route, paired by repeat ({len(pairs)}): req/s {fmt(entry['rps_vs_pi']['median'])}x "
+                f"({fmt(rps[0])}-{fmt(rps[-1])}), sidecar CPU per stream "
+                f"{fmt(entry['cpu_per_stream_vs_pi'])}x, TTFT p50 {signed(entry['ttft_p50_minus_pi_ms'])}"
+            )
+    return lines, out
+
+
+def middle(ordered: list[float]) -> float:
+    """The median of an ascending list (the lower middle one for an even count, as ``median_runs`` picks)."""
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def comparisons(results: list[RunResult]) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
@@ -725,6 +864,33 @@ def comparisons(results: list[RunResult]) -> tuple[list[str], dict[str, Any], di
             f"added TTFT p50 = {fmt(added)} ms (sidecar {fmt(s50)} - direct {fmt(d50)}); "
             f"added TTFT p99 = {fmt(added99)} ms"
         )
+    for c in sorted({r.concurrency for r in results}):
+        direct, pi = find(results, "direct", c), find(results, "sidecar", c)
+        for name in ("relay", "chat"):
+            route = find(results, name, c)
+            if route is None:
+                continue
+            entry = ratios[f"{name}_c{c}"] = {
+                "rps_vs_direct": route.rps / direct.rps if direct and direct.rps else None,
+                "rps_vs_pi": route.rps / pi.rps if pi and pi.rps else None,
+                "ttft_p50_minus_direct_ms": minus(route.ttft_ms["p50"], direct.ttft_ms["p50"] if direct else None),
+                "ttft_p50_minus_pi_ms": minus(route.ttft_ms["p50"], pi.ttft_ms["p50"] if pi else None),
+                "total_p50_minus_pi_ms": minus(route.total_ms["p50"], pi.total_ms["p50"] if pi else None),
+            }
+            vs_rps, vs_ttft = [], []
+            if direct is not None:
+                vs_rps.append(f"{fmt(entry['rps_vs_direct'], 3)}x direct")
+                vs_ttft.append(f"direct {signed(entry['ttft_p50_minus_direct_ms'])}")
+            if pi is not None:
+                vs_rps.append(f"{fmt(entry['rps_vs_pi'])}x pi route")
+                vs_ttft.append(f"pi route {signed(entry['ttft_p50_minus_pi_ms'])}")
+                vs_ttft.append(f"total p50 vs pi route {signed(entry['total_p50_minus_pi_ms'])}")
+            lines.append(
+                f"c={c}: {name} req/s {route.rps:.0f}"
+                + (f" = {', '.join(vs_rps)}" if vs_rps else "")
+                + f"; TTFT p50 {fmt(route.ttft_ms['p50'])} ms"
+                + (f" ({'; '.join(vs_ttft)})" if vs_ttft else "")
+            )
     goals: dict[str, Any] = {}
     c1 = ratios.get("c1", {}).get("added_ttft_p50_ms")
     side50 = find(results, "sidecar", 50)
@@ -768,7 +934,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, help="unmeasured requests before each run (default 200; quick 50)")
     p.add_argument("--repeat", type=int, help="run everything N times, report the median run (default 3; quick 1)")
     p.add_argument("--concurrency", default="1,50", help="comma-separated concurrency levels (default 1,50)")
-    p.add_argument("--targets", default="direct,sidecar", help="comma-separated: direct,sidecar")
+    p.add_argument(
+        "--targets",
+        default="direct,sidecar",
+        help="comma-separated, from direct,sidecar,relay,chat (default direct,sidecar; see bench/README.md)",
+    )
     p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds (default 30)")
     p.add_argument("--delay-ms", type=float, default=0.0, help="mock upstream delay between SSE events (default 0)")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
@@ -802,8 +972,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.repeat = args.repeat or (1 if quick else 3)
     args.concurrency_levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     args.target_names = [t.strip() for t in args.targets.split(",") if t.strip()]
-    if not set(args.target_names) <= {"direct", "sidecar"}:
-        p.error("--targets takes direct and/or sidecar")
+    if not args.target_names or not set(args.target_names) <= set(TARGET_NAMES):
+        p.error(f"--targets takes one or more of {', '.join(TARGET_NAMES)}")
+    args.target_names = list(dict.fromkeys(args.target_names))  # a target named twice runs once
     if not 1 <= args.repeat <= 20:
         p.error("--repeat must be between 1 and 20")
     if any(c < 1 or c > 1000 for c in args.concurrency_levels):
@@ -836,14 +1007,18 @@ async def benchmark(
     """Every (repeat, concurrency, target) run, in that order: repeats interleave the targets to spread out noise."""
     results: list[RunResult] = []
     for target in targets:
-        status, kinds = await sample_stream(target)
+        status, kinds, body = await sample_stream(target)
         print(f"  {target.name:<8} check: HTTP {status}: {compress(kinds) if kinds else '(no events)'}")
+        if target.name == "relay":
+            _, _, reference = await sample_stream(TARGETS["direct"](mock_port))
+            same = "identical" if body == reference else f"DIFFERENT from byte {first_difference(body, reference)}"
+            print(f"  {'':<8} relay body vs direct body: {same} ({len(body)} vs {len(reference)} bytes)")
     for repeat in range(args.repeat):
         for concurrency in args.concurrency_levels:
             for target in targets:
                 count = args.requests if concurrency == 1 else args.concurrent_requests
                 before = http_get_json(mock_port, "/stats")
-                profile_pid = pids.get("sidecar") if args.profile and target.kind == "sidecar" else None
+                profile_pid = pids.get("sidecar") if args.profile and target.via_sidecar else None
                 result = await run_load(
                     target,
                     concurrency,
@@ -853,7 +1028,7 @@ async def benchmark(
                     args.timeout,
                     pids,
                     profile_pid,
-                    args.sidecar_cpu if target.kind == "sidecar" else None,
+                    args.sidecar_cpu if target.via_sidecar else None,
                 )
                 after = http_get_json(mock_port, "/stats")
                 result.upstream_calls = after["requests"] - before["requests"]
@@ -925,7 +1100,8 @@ def main(argv: list[str] | None = None) -> int:
         pids: dict[str, int | None] = {"loadgen": None, "mock": mock.pid}
         sidecar = None
         sidecar_log: Path | None = None
-        if "sidecar" in args.target_names:
+        sidecar_port = 0
+        if SIDECAR_TARGETS & set(args.target_names):
             sidecar, sidecar_port, sidecar_log = start_sidecar(
                 procs,
                 args.python,
@@ -940,7 +1116,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             pids["sidecar"] = sidecar.pid
         for name in args.target_names:
-            targets.append(direct_target(mock_port) if name == "direct" else sidecar_target(sidecar_port))
+            targets.append(TARGETS[name](sidecar_port if name in SIDECAR_TARGETS else mock_port))
 
         print(f"pi-sidecar benchmark  {started_at:%Y-%m-%d %H:%M UTC}  python {platform.python_version()}")
         print(f"pinning: {pin_text}")
@@ -972,7 +1148,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"warning: the CPU speed probe on the sidecar's core ranged {min(probes):.1f}-{max(probes):.1f} ms "
                 "between runs: the host was slower at times (noisy neighbours?), expect noisy numbers"
             )
-        others = [r.cpu_percent.get("other processes") for r in all_runs if r.target == "sidecar"]
+        others = [r.cpu_percent.get("other processes") for r in all_runs if r.target in SIDECAR_TARGETS]
         busy = [o for o in others if o is not None]
         if busy and max(busy) > 20:
             print(
@@ -981,12 +1157,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         print()
         lines, ratios, goals = comparisons(results)
-        for line in lines:
+        paired_lines, ratios["paired"] = paired(all_runs)
+        for line in lines + paired_lines:
             print(line)
         for r in results:
-            if r.target == "sidecar":
+            if r.target in SIDECAR_TARGETS:
                 print(
-                    f"c={r.concurrency}: {r.sent} pi streams sent to the sidecar (warm-up included) -> "
+                    f"{r.target} c={r.concurrency}: {r.sent} streams sent to the sidecar (warm-up included) -> "
                     f"{r.upstream_calls} upstream calls on {r.upstream_connections} new upstream connections"
                 )
                 if r.upstream_calls and r.upstream_connections > r.upstream_calls // 2:
