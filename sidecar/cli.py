@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from . import __version__
 from .auth import read_or_create_token, workload_token
+from .cloud import secret_values
 from .config import Settings, load_settings
 from .credentials import CredentialStore, keyring_delete, keyring_set
 from .errors import ConfigError, SidecarError
@@ -26,7 +27,11 @@ if TYPE_CHECKING:
 
 
 def _known_secrets(settings: Settings, store: CredentialStore) -> list[str]:
-    found = [c.value for p in settings.catalog.providers.values() if (c := store.resolve(p)) is not None]
+    found: list[str] = []
+    for provider in settings.catalog.providers.values():
+        credential = store.resolve(provider)
+        if credential is not None:
+            found += secret_values(provider.credential, credential.value)  # a cloud JSON's keys one by one
     if settings.token:
         found.append(settings.token)
     found.extend(workload_token(settings, w) for w in settings.workloads)

@@ -26,6 +26,8 @@ DEFAULT_HEARTBEAT_SECONDS = 15.0
 DEFAULT_KEYRING_SERVICE = "pi-sidecar"
 
 CREDENTIAL_SCHEMES = ("env:", "file:", "keyring:")
+CREDENTIAL_KINDS = ("key", "google", "aws")
+"""``[providers.x] credential`` values that name a kind of credential rather than where a key is (sidecar.cloud)."""
 BUDGET_PERIODS = ("day", "month", "total")
 DEFAULT_LEDGER_FLUSH_MS = 200
 DEFAULT_LEDGER_BATCH_SIZE = 256
@@ -190,11 +192,11 @@ def load_settings(
     base_urls: dict[str, str] = {}
     for pid, table in _table(raw, "providers").items():
         location = _typed(table, "credential", str, f"providers.{pid}")
-        if location is not None:
+        if location is not None and location not in CREDENTIAL_KINDS:  # a kind is catalog data (build_catalog)
             if not location.startswith(CREDENTIAL_SCHEMES):
                 raise ConfigError(
                     f"[providers.{pid}] credential = {location.split(':', 1)[0]!r}…: use env:NAME, file:PATH "
-                    "or keyring:SERVICE"
+                    f"or keyring:SERVICE, or a credential kind ({', '.join(CREDENTIAL_KINDS)})"
                 )
             locations[pid] = location
         if "base_url" in table:

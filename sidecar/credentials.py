@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cloud import RESOLVERS
+from .cloud import MISSING_HINTS, RESOLVERS
 from .config import Settings
 from .errors import ConfigError, MissingCredential
 from .models import ProviderSpec
@@ -162,6 +162,12 @@ def keyring_unavailable_message(provider: str, reason: str) -> str:
 
 
 def missing_credential_message(provider: ProviderSpec) -> str:
+    cloud = MISSING_HINTS.get(provider.credential)
+    if cloud is not None:
+        return (
+            f"No {provider.credential} credential available for provider {provider.id}. To add one: {cloud}, or put "
+            f"it in a file named `{provider.id}` in the secrets directory."
+        )
     env_hint = " or ".join(provider.env_keys) if provider.env_keys else None
     ways = [f"set {env_hint}"] if env_hint else []
     ways += [

@@ -139,6 +139,8 @@ def build_catalog(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = 
                 raise ConfigError(f"[providers.{pid}] must be a table")
             merged = providers_raw.setdefault(pid, {})
             for key, value in table.items():
+                if key == "credential" and isinstance(value, str) and ":" in value:
+                    continue  # a location (env:NAME, file:PATH …): sidecar.config keeps it; the kind stays
                 if key == "compat" and isinstance(value, Mapping):
                     merged["compat"] = {**merged.get("compat", {}), **value}
                 else:

@@ -22,7 +22,7 @@ REDACTED = "[REDACTED]"
 # servers echo it whole). Anything shaped like one is replaced before it reaches a log, an error or the ledger.
 _KEY_SHAPES = re.compile(
     r"(sk-[A-Za-z0-9_\-*]{8,}|sk-ant-[A-Za-z0-9_\-*]{8,}|AIza[0-9A-Za-z_\-]{20,}|xai-[A-Za-z0-9]{16,}|"
-    r"gsk_[A-Za-z0-9]{16,}|vcst_[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9._\-~+/=]{8,})"
+    r"gsk_[A-Za-z0-9]{16,}|vcst_[A-Za-z0-9_\-]{8,}|ya29\.[A-Za-z0-9_\-.]{16,}|Bearer\s+[A-Za-z0-9._\-~+/=]{8,})"
 )
 
 # The fast path: ordinary text with none of these characters is never decoded.

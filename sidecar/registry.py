@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from .config import Settings
 from .credentials import Credential, CredentialStore
@@ -98,7 +99,9 @@ class ModelRegistry:
         for row in self._catalog.models.values():
             provider = self._catalog.providers[row.provider]
             if provider.id not in ready:
-                ready[provider.id] = not provider.needs_credential or self._credentials.resolve(provider) is not None
+                ready[provider.id] = (
+                    not provider.needs_credential or self._credentials.resolve(provider) is not None
+                ) and not _placeholder(self.base_url(provider))
             if ready[provider.id]:
                 yield self._spec(provider, row.id, row)
 
@@ -130,3 +133,9 @@ def _warn_unpriced(full_id: str) -> None:
         "allow_unpriced",
         shown(full_id, _LOGGED_ID_CHARS),
     )
+
+
+def _placeholder(base_url: str) -> bool:
+    """A catalog base URL on the reserved ``.invalid`` domain stands for "set your endpoint" (Azure's resource): its
+    models are not listed as servable until the endpoint is configured (a call would be refused anyway)."""
+    return (urlsplit(base_url).hostname or "").endswith(".invalid")

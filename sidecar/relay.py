@@ -62,6 +62,7 @@ from .providers.base import (
     ThinkingDelta,
     ToolCallDelta,
     UpstreamCall,
+    endpoint,
     open_stream,
 )
 from .redaction import redact_json
@@ -98,7 +99,7 @@ class Family:
     """What differs between the relayed wire APIs, as data."""
 
     path: str
-    """Appended to the model's base URL, as its adapter does."""
+    """The endpoint path, given to ``providers.base.endpoint`` as its adapter does (base URL, Azure's URL shape)."""
     headers: Callable[[UpstreamCall], dict[str, str]]
     """The adapter's headers: the injected key, the model's and the caller's pass-through headers."""
     body: Callable[[Mapping[str, Any], UpstreamCall, bool], dict[str, Any]]
@@ -264,12 +265,13 @@ class Relay:
         headers = family.headers(call)
         headers["accept"] = accept
         body = orjson.dumps(family.body(self._body, call, self.streaming))
-        return f"{call.model.base_url.rstrip('/')}{family.path}", headers, body
+        return endpoint(call, family.path), headers, body
 
     async def _stream(self, call: UpstreamCall, client: httpx.AsyncClient) -> AsyncIterator[Delta]:
         family = self._family
-        url, headers, body = self._post(call, "text/event-stream")
+        # The parser first: the format's error event reads it, for a failure in building the request too.
         parser = self._parser = family.parser(call)
+        url, headers, body = self._post(call, "text/event-stream")
         framer = _Framer(parser)
         try:
             async with open_stream(client, call, url, headers=headers, json_body=body) as response:

@@ -240,6 +240,8 @@ class MessageAssembler:
         frames: list[bytes] = []
         if block is None or block.kind != "text":
             block, frames = self._open_block(delta.key, "text", {"type": "text", "text": ""})
+        if delta.signature:
+            block.content["textSignature"] = delta.signature
         if delta.text:
             self._mark_first_token()
             block.content["text"] += delta.text
@@ -277,6 +279,8 @@ class MessageAssembler:
                 block.content["id"] = delta.id
             if delta.name and not block.content["name"]:
                 block.content["name"] = delta.name
+        if delta.thought_signature:
+            block.content["thoughtSignature"] = delta.thought_signature
         if delta.arguments:
             block.args.append(delta.arguments)
             frames.append(self.encoder.block_delta("toolCall", block.index, delta.arguments, self.message))

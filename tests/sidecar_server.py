@@ -58,6 +58,8 @@ def sidecar_environ(upstream_url: str, home: Path, **extra: str) -> dict[str, st
         "ANTHROPIC_BASE_URL": upstream_url,
         "OPENAI_API_KEY": OPENAI_CANARY,
         "OPENAI_BASE_URL": upstream_url + "/v1",
+        # On a Google Cloud VM the metadata server would make vertex/* servable and change the model listings.
+        "NO_GCE_CHECK": "true",
         **extra,
     }
 

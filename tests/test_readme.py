@@ -55,7 +55,15 @@ def served(tmp_path: Path, env: dict[str, str]) -> Iterator[int]:
 
 
 def offline_environ(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_TOKEN", "_BASE_URL"))}
+    # No provider credential of any kind (keys, cloud chains): only the echo model is servable, as on a fresh machine.
+    cloud = ("AWS_", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_", "AZURE_OPENAI_")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.endswith(("_API_KEY", "_TOKEN", "_BASE_URL")) and not k.startswith(cloud)
+    }
+    env["HOME"] = str(tmp_path)  # no ~/.aws or gcloud files
+    env["NO_GCE_CHECK"] = "true"
     env["SIDECAR_HOME"] = str(tmp_path / "home")
     return env
 

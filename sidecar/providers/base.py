@@ -23,13 +23,20 @@ from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import quote, urlencode, urlsplit
 
 import anyio
 import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from client.types import Context
-from sidecar.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamStatusError, map_transport_errors
+from sidecar.errors import (
+    ConfigError,
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    map_transport_errors,
+)
 from sidecar.models import ModelSpec
 
 # ----- deltas: what an adapter yields ---------------------------------------------------------------------------
@@ -39,6 +46,8 @@ from sidecar.models import ModelSpec
 class TextDelta:
     key: Hashable
     text: str
+    signature: str | None = None
+    """Replaces the block's ``textSignature`` (Vertex Gemini's ``thoughtSignature`` on a text part)."""
 
 
 @dataclass(slots=True)
@@ -58,6 +67,8 @@ class ToolCallDelta:
     name: str | None = None
     arguments: str = ""
     """A raw fragment of the arguments' JSON text; fragments are concatenated and parsed at block end."""
+    thought_signature: str | None = None
+    """Replaces the call's ``thoughtSignature`` (Gemini signs a function call part; the next turn sends it back)."""
 
 
 @dataclass(slots=True)
@@ -127,6 +138,46 @@ class UpstreamCall:
 StreamFn = Callable[[UpstreamCall, httpx.AsyncClient], AsyncIterator[Delta]]
 
 # ----- helpers every adapter uses ---------------------------------------------------------------------------------
+
+_DEPLOYMENT_SCOPED = frozenset({"/chat/completions"})
+"""The paths Azure OpenAI's classic API serves under ``/deployments/{deployment}`` (the openai SDKs' ``AzureOpenAI``
+client keeps the same list); ``/responses`` is not one of them."""
+
+
+def endpoint(call: UpstreamCall, path: str) -> str:
+    """The upstream URL of ``path`` (``/chat/completions``, ``/responses``, ``/v1/messages``) for ``call``'s model: its
+    base URL and ``path``, shaped by three compat keys that Azure OpenAI needs (vendor URL quirks as data):
+
+    - ``base_path`` (``"/openai/v1"``) goes between the two, unless the base URL already ends with it: the base URL is
+      then the resource endpoint as the Azure portal shows it and its SDKs read it (``AZURE_OPENAI_ENDPOINT``);
+    - ``deployment_path = true`` puts the deployment-scoped paths under ``/deployments/{model id}`` (the classic API);
+    - ``api_version`` is sent as the ``api-version`` query parameter (the classic API requires it, v1 needs none).
+
+    A base URL on the reserved ``.invalid`` domain (RFC 2606: it never resolves) is a catalog placeholder for an
+    endpoint only the operator knows; it is refused here with what to set, instead of a bare DNS failure.
+    """
+    model = call.model
+    url = model.base_url.rstrip("/")
+    if (urlsplit(url).hostname or "").endswith(".invalid"):
+        raise ConfigError(
+            f"{model.provider}: no endpoint is configured ({url} is the catalog's placeholder); set the provider's "
+            f"endpoint environment variable (see the README's provider table) or [providers.{model.provider}] base_url"
+        )
+    compat = model.compat
+    base_path = str(compat.get("base_path") or "").strip("/")
+    if base_path and not url.endswith("/" + base_path):
+        url = f"{url}/{base_path}"
+    if compat.get("deployment_path") and path in _DEPLOYMENT_SCOPED:
+        # One path segment whatever the id holds: "/" is escaped, and so are the dots of "." or "..", which httpx
+        # would otherwise resolve away (a request-chosen id must not reach another path of the resource).
+        deployment = quote(model.id, safe="")
+        if not deployment.strip("."):
+            deployment = deployment.replace(".", "%2E")
+        url = f"{url}/deployments/{deployment}"
+    url += path
+    version = compat.get("api_version")
+    return f"{url}?{urlencode({'api-version': version})}" if version else url
+
 
 _RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 _MAX_ERROR_BODY = 64 * 1024

@@ -25,6 +25,7 @@ from sidecar.providers.base import (
     ToolCallDelta,
     UpstreamCall,
     UsageUpdate,
+    endpoint,
     iter_sse,
     open_stream,
 )
@@ -383,7 +384,7 @@ def parse_completion(data: Any, provider: str, secrets: tuple[str, ...] = ()) ->
 async def stream(call: UpstreamCall, client: httpx.AsyncClient) -> AsyncIterator[Delta]:
     """Stream one Chat Completions generation as deltas (see ``sidecar.providers.base``)."""
     provider = call.model.provider
-    url = f"{call.model.base_url.rstrip('/')}/chat/completions"
+    url = endpoint(call, "/chat/completions")  # the base URL, and Azure's URL shape when its compat says so
     body = orjson.dumps(_request_body(call))
     parser = ChatCompletionsParser(provider, secrets_of(call))
     async with open_stream(client, call, url, headers=build_headers(call), json_body=body) as response:

@@ -35,6 +35,7 @@ from sidecar.providers.base import (
     ToolCallDelta,
     UpstreamCall,
     UsageUpdate,
+    endpoint,
     iter_sse,
     open_stream,
 )
@@ -66,7 +67,7 @@ def secrets_of(call: UpstreamCall) -> tuple[str, ...]:
 
 async def stream(call: UpstreamCall, client: httpx.AsyncClient) -> AsyncIterator[Delta]:
     """Send ``call`` to the Responses API and yield its stream as deltas."""
-    url = f"{call.model.base_url.rstrip('/')}/responses"
+    url = endpoint(call, "/responses")  # the base URL, and Azure's URL shape when its compat says so
     body = orjson.dumps(request_body(call))
     parser = ResponsesEventParser(call.model.provider, secrets_of(call))
     async with open_stream(client, call, url, headers=build_headers(call), json_body=body) as response:
@@ -199,12 +200,15 @@ def _reasoning_item(signature: Any) -> dict[str, Any] | None:
 
 def _assistant_items(content: Any) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
+    reasonings = {
+        id(b): r for b in content if b.get("type") == "thinking" and (r := _reasoning_item(b.get("thinkingSignature")))
+    }
     for block in content:
         kind = block.get("type")
         if kind == "text" and block.get("text"):
             items.append({"role": "assistant", "content": [{"type": "output_text", "text": block["text"]}]})
         elif kind == "thinking":
-            if (reasoning := _reasoning_item(block.get("thinkingSignature"))) is not None:
+            if (reasoning := reasonings.get(id(block))) is not None:
                 items.append(reasoning)
         elif kind == "toolCall":
             call_id, item_id = split_tool_id(block.get("id", ""))
@@ -214,7 +218,9 @@ def _assistant_items(content: Any) -> list[dict[str, Any]]:
                 "name": block.get("name", ""),
                 "arguments": orjson.dumps(block.get("arguments") or {}).decode(),
             }
-            if item_id:
+            # OpenAI rejects a function_call item id whose reasoning item is not replayed with it ("provided without
+            # its required 'reasoning' item"); pi-ai drops the id then too.
+            if item_id and reasonings:
                 item["id"] = item_id
             items.append(item)
         # redactedThinking (Anthropic's), images and server-tool blocks have no Responses input item.
