@@ -191,11 +191,11 @@ FAMILIES: dict[str, Family] = {
         headers=openai_responses.build_headers,
         body=_with_model,  # nothing added: response.completed always carries the usage
         parser=lambda call: openai_responses.ResponsesEventParser(
-            call.model.provider, openai_responses.secrets_of(call)
+            call.model.provider, openai_responses.secrets_of(call), openai_responses.tier_costs(call)
         ),
         end=_checked_end,
         parse_json=lambda data, call: openai_responses.parse_response(
-            data, call.model.provider, openai_responses.secrets_of(call)
+            data, call.model.provider, openai_responses.secrets_of(call), openai_responses.tier_costs(call)
         ),
         error_frame=_responses_failed,
     ),

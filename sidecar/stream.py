@@ -165,6 +165,7 @@ class MessageAssembler:
         self.finish_reason: Literal["stop", "length", "toolUse"] | None = None
         self.upstream_model: str | None = None
         self.reasoning_tokens: int | None = None
+        self.cost_multiplier = 1.0
         self._open: dict[Hashable, _Block] = {}
         self._partial_event: dict[str, Any] = {}
 
@@ -298,7 +299,9 @@ class MessageAssembler:
             usage["cacheWrite"] = delta.cache_write
         if delta.reasoning is not None:
             usage["reasoningTokens"] = delta.reasoning
-        apply_cost(usage, self.model.pricing)
+        if delta.cost_multiplier is not None:
+            self.cost_multiplier = delta.cost_multiplier
+        apply_cost(usage, self.model.pricing, self.cost_multiplier)
 
     def _end(self, block: _Block) -> bytes:
         if block.kind == "toolCall":
@@ -316,7 +319,7 @@ class MessageAssembler:
 
     def _finalize(self, reason: StopReason) -> None:
         self.message["stopReason"] = reason
-        apply_cost(self.message["usage"], self.model.pricing)
+        apply_cost(self.message["usage"], self.model.pricing, self.cost_multiplier)
         self.message["duration"] = round((time.perf_counter() - self.started) * 1000.0, 3)
         if self.ttft_ms is not None:
             self.message["ttft"] = round(self.ttft_ms, 3)

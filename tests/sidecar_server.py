@@ -118,3 +118,20 @@ def wait_until_healthy(url: str, process: subprocess.Popen[Any], describe: Calla
             pass
         assert process.poll() is None and time.monotonic() < deadline, f"sidecar did not start\n{describe()}"
         time.sleep(0.05)
+
+
+def generation_row(url: str, generation_id: Any, token: str = TOKEN, timeout: float = 5.0) -> dict[str, Any]:
+    """``GET /v1/generation?id=`` of a sidecar at ``url``: the ledger row's wire view. The row is written in a batch
+    just after the generation ends, which may be after the client read its last byte, so a 404 is retried."""
+    assert isinstance(generation_id, str) and generation_id.startswith("gen_"), generation_id
+    deadline = time.monotonic() + timeout
+    while True:
+        found = httpx.get(
+            f"{url}/v1/generation", params={"id": generation_id}, headers={"authorization": f"Bearer {token}"}
+        )
+        if found.status_code != 404 or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert found.status_code == 200, found.text
+    row: dict[str, Any] = found.json()["data"]
+    return row

@@ -28,6 +28,7 @@ from tests.sidecar_server import (
     OPENAI_CANARY,
     TOKEN,
     RunningSidecar,
+    generation_row,
     run_sidecar,
     sidecar_environ,
     write_config,
@@ -84,16 +85,7 @@ def post_chat(sidecar: RunningSidecar, body: dict[str, Any]) -> httpx.Response:
 
 
 def ledger_row(sidecar: RunningSidecar, response: httpx.Response) -> dict[str, Any]:
-    generation_id = response.headers["x-generation-id"]
-    deadline = time.monotonic() + 5
-    while True:  # the row is written when the generation finishes, which may be just after the last byte
-        found = httpx.get(f"{sidecar.url}/v1/generation", params={"id": generation_id}, headers=LEDGER_HEADERS)
-        if found.status_code == 200 or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
-    assert found.status_code == 200, found.text
-    row: dict[str, Any] = found.json()["data"]
-    return row
+    return generation_row(sidecar.url, response.headers["x-generation-id"])
 
 
 def assert_clean_upstream_request(upstream: FakeUpstream) -> None:

@@ -3,7 +3,6 @@ relayed byte for byte (``sidecar.relay``), through the running sidecar against r
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
@@ -18,7 +17,7 @@ from sidecar.models import ModelSpec
 from sidecar.providers.openai_responses import ResponsesEventParser
 from tests.canaries import leaks
 from tests.fakeupstream import FIXTURES, FakeUpstream, Reply, fixture_bytes
-from tests.sidecar_server import OPENAI_CANARY, TOKEN, RunningSidecar
+from tests.sidecar_server import OPENAI_CANARY, TOKEN, RunningSidecar, generation_row
 
 DIR = "openai-responses"
 STREAMS = sorted(p.name for p in (FIXTURES / DIR).glob("*.sse"))
@@ -55,16 +54,7 @@ def post(sidecar: RunningSidecar, body: dict[str, Any]) -> httpx.Response:
 
 
 def ledger_row(sidecar: RunningSidecar, response: httpx.Response) -> dict[str, Any]:
-    generation_id = response.headers["x-generation-id"]
-    deadline = time.monotonic() + 5
-    while True:  # the row is written when the generation finishes, which may be just after the last byte
-        found = httpx.get(f"{sidecar.url}/v1/generation", params={"id": generation_id}, headers=HEADERS)
-        if found.status_code == 200 or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
-    assert found.status_code == 200, found.text
-    row: dict[str, Any] = found.json()["data"]
-    return row
+    return generation_row(sidecar.url, response.headers["x-generation-id"])
 
 
 def events(data: bytes) -> list[dict[str, Any]]:

@@ -89,6 +89,9 @@ class UsageUpdate:
     cache_read: int | None = None
     cache_write: int | None = None
     reasoning: int | None = None
+    cost_multiplier: float | None = None
+    """Scales the whole cost: the price of the service tier the provider says it used (OpenAI's flex ×0.5,
+    priority ×2), from the model's ``compat.service_tier_cost``."""
 
 
 @dataclass(slots=True)

@@ -69,7 +69,7 @@ async def stream(call: UpstreamCall, client: httpx.AsyncClient) -> AsyncIterator
     """Send ``call`` to the Responses API and yield its stream as deltas."""
     url = endpoint(call, "/responses")  # the base URL, and Azure's URL shape when its compat says so
     body = orjson.dumps(request_body(call))
-    parser = ResponsesEventParser(call.model.provider, secrets_of(call))
+    parser = ResponsesEventParser(call.model.provider, secrets_of(call), tier_costs(call))
     async with open_stream(client, call, url, headers=build_headers(call), json_body=body) as response:
         events = iter_sse(response, call.model.provider)  # a local, so it outlives the drain (see anthropic_messages)
         async for event in events:
@@ -254,17 +254,26 @@ def _input_items(call: UpstreamCall) -> list[dict[str, Any]]:
 # ----- response ---------------------------------------------------------------------------------------------------
 
 
-def _usage(usage: Mapping[str, Any]) -> UsageUpdate:
+def tier_costs(call: UpstreamCall) -> Mapping[str, float]:
+    """``compat.service_tier_cost``: the cost multiplier per service tier the response reports (catalog data)."""
+    costs = call.model.compat.get("service_tier_cost")
+    return costs if isinstance(costs, Mapping) else {}
+
+
+def _usage(usage: Mapping[str, Any], response: Mapping[str, Any], tier_costs: Mapping[str, float]) -> UsageUpdate:
     total_in, output = usage.get("input_tokens"), usage.get("output_tokens")
     in_details, out_details = usage.get("input_tokens_details"), usage.get("output_tokens_details")
     cached = in_details.get("cached_tokens") if isinstance(in_details, Mapping) else None
     cached = cached if isinstance(cached, int) else 0
     reasoning = out_details.get("reasoning_tokens") if isinstance(out_details, Mapping) else None
+    # The tier actually served (flex may fall back to default), not the one asked for.
+    multiplier = tier_costs.get(response.get("service_tier")) if tier_costs else None  # type: ignore[arg-type]
     return UsageUpdate(
         input=total_in - cached if isinstance(total_in, int) else None,  # pi's input excludes the cache reads
         output=output if isinstance(output, int) else None,
         cache_read=cached,
         reasoning=reasoning if isinstance(reasoning, int) else None,
+        cost_multiplier=float(multiplier) if isinstance(multiplier, int | float) else None,
     )
 
 
@@ -308,11 +317,24 @@ class ResponsesEventParser:
     ``UpstreamProtocolError`` for what cannot be read. An ``error`` event is held until the ``response.failed`` that
     follows it, so a relayed stream keeps that terminal event too."""
 
-    __slots__ = ("provider", "_secrets", "_saw_tool", "_streamed", "_error", "response", "sequence", "done")
+    __slots__ = (
+        "provider",
+        "_secrets",
+        "_tier_costs",
+        "_saw_tool",
+        "_streamed",
+        "_error",
+        "response",
+        "sequence",
+        "done",
+    )
 
-    def __init__(self, provider: str, secrets: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, provider: str, secrets: tuple[str, ...] = (), tier_costs: Mapping[str, float] | None = None
+    ) -> None:
         self.provider = provider
         self._secrets = secrets
+        self._tier_costs = tier_costs or {}
         self._saw_tool = False
         self._streamed: set[Any] = set()  # function calls whose arguments arrived as deltas
         self._error: UpstreamStreamError | None = None
@@ -375,7 +397,7 @@ class ResponsesEventParser:
             response = data.get("response") or {}
             finish = _finish(response, self._saw_tool, self.provider)
             usage = response.get("usage")
-            return (_usage(usage), finish) if isinstance(usage, Mapping) else (finish,)
+            return (_usage(usage, response, self._tier_costs), finish) if isinstance(usage, Mapping) else (finish,)
         if kind == "response.failed":
             self.done = True
             error = (data.get("response") or {}).get("error")
@@ -414,7 +436,9 @@ class ResponsesEventParser:
         raise UpstreamProtocolError(f"{self.provider}: Responses stream ended before response.completed", 502)
 
 
-def parse_response(data: Any, provider: str, secrets: tuple[str, ...] = ()) -> list[Delta]:
+def parse_response(
+    data: Any, provider: str, secrets: tuple[str, ...] = (), tier_costs: Mapping[str, float] | None = None
+) -> list[Delta]:
     """A non-streaming ``Response`` body as the deltas its stream would have given, for the relay's ledger row;
     raises as the stream parser does (an error body, a failed response, a content filter)."""
     if not isinstance(data, dict):
@@ -443,6 +467,6 @@ def parse_response(data: Any, provider: str, secrets: tuple[str, ...] = ()) -> l
     except (AttributeError, TypeError) as exc:
         raise UpstreamProtocolError(f"{provider}: malformed Responses reply ({exc})") from None
     if isinstance(usage := data.get("usage"), Mapping):
-        deltas.append(_usage(usage))
+        deltas.append(_usage(usage, data, tier_costs or {}))
     deltas.append(_finish(data, saw_tool, provider))
     return deltas

@@ -23,6 +23,7 @@ from tests.sidecar_server import (
     OPENAI_CANARY,
     TOKEN,
     RunningSidecar,
+    generation_row,
     run_sidecar,
     sidecar_environ,
     write_config,
@@ -82,12 +83,7 @@ def assert_anthropic_upstream(upstream: FakeUpstream, path: str = "/v1/messages"
 
 
 def generation(sidecar: RunningSidecar, generation_id: str) -> dict[str, Any]:
-    response = httpx.get(
-        f"{sidecar.url}/v1/generation", params={"id": generation_id}, headers={"authorization": f"Bearer {TOKEN}"}
-    )
-    assert response.status_code == 200, response.text
-    data: dict[str, Any] = response.json()["data"]
-    return data
+    return generation_row(sidecar.url, generation_id)
 
 
 def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:

@@ -22,6 +22,7 @@ from tests.sidecar_server import (
     OPENAI_CANARY,
     TOKEN,
     RunningSidecar,
+    generation_row,
     run_sidecar,
     sidecar_environ,
     write_config,
@@ -74,7 +75,7 @@ def test_streamed_tool_call_through_an_anthropic_upstream(
     assert choice.finish_reason == "tool_calls"
     assert choice.message.content == "I'll check the current weather in Paris for you."
     calls = choice.message.tool_calls or []
-    assert [(c.id, c.function.name, json.loads(c.function.arguments)) for c in calls] == [  # type: ignore[union-attr]
+    assert [(c.id, c.function.name, json.loads(c.function.arguments)) for c in calls] == [
         ("toolu_01NRLabsLyVHZPKxbKvkfSMn", "get_weather", {"location": "Paris"})
     ]
     assert final.usage is not None and (final.usage.prompt_tokens, final.usage.completion_tokens) == (377, 65)
@@ -117,17 +118,7 @@ def test_non_streaming_completion_and_its_ledger_row(
     assert json.loads(call.function.arguments) == {"location": "Paris"}  # type: ignore[union-attr]
     assert completion.usage is not None and completion.usage.total_tokens == 377 + 65
     generation_id = raw.headers["x-generation-id"]
-    row = httpx.get(
-        f"{sidecar.url}/v1/generation", params={"id": generation_id}, headers={"authorization": f"Bearer {TOKEN}"}
-    )
-    for _ in range(50):  # the ledger writes in batches
-        if row.status_code == 200:
-            break
-        time.sleep(0.05)
-        row = httpx.get(
-            f"{sidecar.url}/v1/generation", params={"id": generation_id}, headers={"authorization": f"Bearer {TOKEN}"}
-        )
-    data = row.json()["data"]
+    data = generation_row(sidecar.url, generation_id)
     assert data["model"] == "anthropic/claude-sonnet-4-5"  # a bare id on an OpenAI route still finds its provider
     assert (data["native_tokens_prompt"], data["native_tokens_completion"], data["user"]) == (377, 65, "alice")
 
@@ -173,7 +164,7 @@ def test_parallel_tool_calls_from_an_openai_upstream(
     with client.chat.completions.stream(model="openai/gpt-4o", messages=ASK, tools=[WEATHER_TOOL]) as stream:
         final = stream.get_final_completion()
     calls = final.choices[0].message.tool_calls or []
-    assert len(calls) >= 2 and all(json.loads(c.function.arguments) for c in calls)  # type: ignore[union-attr]
+    assert len(calls) >= 2 and all(json.loads(c.function.arguments) for c in calls)
     assert final.choices[0].finish_reason == "tool_calls"
     sent = upstream.received[0]
     assert sent.path == "/v1/chat/completions" and sent.headers["authorization"] == f"Bearer {OPENAI_CANARY}"

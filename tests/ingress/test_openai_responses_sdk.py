@@ -9,7 +9,6 @@ translated (there is no Responses upstream yet). The SDK holds only the workload
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 
 from sidecar.ingress.openai_responses_output import ResponseStore
 from tests.fakeupstream import FakeUpstream, Reply, fixture_bytes
-from tests.sidecar_server import ANTHROPIC_CANARY, OPENAI_CANARY, TOKEN, RunningSidecar
+from tests.sidecar_server import ANTHROPIC_CANARY, OPENAI_CANARY, TOKEN, RunningSidecar, generation_row
 
 SONNET = "anthropic/claude-sonnet-4-5"
 WEATHER_TOOL: Any = {
@@ -252,13 +251,7 @@ def test_non_streaming_response_and_its_ledger_row(
     assert response.usage is not None and response.usage.total_tokens == 377 + 65
     generation_id = raw.headers["x-generation-id"]
     assert response.id == "resp_" + generation_id.removeprefix("gen_")
-    row = httpx.get(f"{sidecar.url}/v1/generation", params={"id": generation_id}, headers=HEADERS)
-    for _ in range(50):  # the ledger writes in batches
-        if row.status_code == 200:
-            break
-        time.sleep(0.05)
-        row = httpx.get(f"{sidecar.url}/v1/generation", params={"id": generation_id}, headers=HEADERS)
-    data = row.json()["data"]
+    data = generation_row(sidecar.url, generation_id)
     assert data["model"] == SONNET  # a bare id on an OpenAI route still finds its provider
     assert (data["native_tokens_prompt"], data["native_tokens_completion"], data["user"]) == (377, 65, "alice")
     assert data["streamed"] is False

@@ -13,13 +13,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
-import httpx
 import openai
 import orjson
 import pytest
 
 from tests.fakeupstream import FakeUpstream, Reply, fixture_bytes
-from tests.sidecar_server import OPENAI_CANARY, TOKEN, RunningSidecar
+from tests.sidecar_server import OPENAI_CANARY, TOKEN, RunningSidecar, generation_row
 
 MODEL = "openai/gpt-5"  # on openai-responses in the catalog
 TOOLS_STREAM = "openai-responses/function-calls-parallel.sse"
@@ -52,11 +51,7 @@ def ledger(sidecar: RunningSidecar, count: int) -> list[dict[str, Any]]:
     """The ledger rows of the first ``count`` generations, as ``GET /v1/generation`` shows them."""
     rows = []
     for generation_id, _ in sidecar.wait_for_outcomes(count)[:count]:
-        response = httpx.get(
-            f"{sidecar.url}/v1/generation", params={"id": generation_id}, headers={"authorization": f"Bearer {TOKEN}"}
-        )
-        assert response.status_code == 200, response.text
-        rows.append(response.json()["data"])
+        rows.append(generation_row(sidecar.url, generation_id))
     assert len(rows) == count
     return rows
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -43,7 +42,7 @@ from tests.interop.harness import (
     run_driver,
     run_sidecar,
 )
-from tests.sidecar_server import ANTHROPIC_CANARY, OPENAI_CANARY, TOKEN
+from tests.sidecar_server import ANTHROPIC_CANARY, OPENAI_CANARY, TOKEN, generation_row
 
 pytestmark = pytest.mark.interop
 
@@ -724,13 +723,4 @@ def test_provider_package_wrong_bearer(ai_sdk: str, sidecar: Sidecar, upstream: 
 def ledger_row(sidecar: Sidecar, generation_id: Any) -> dict[str, Any]:
     """``GET /v1/generation?id=`` for ``generation_id``, waiting out the ledger's write batch."""
     assert isinstance(generation_id, str) and GENERATION_ID.match(generation_id), generation_id
-    for _ in range(100):
-        response = httpx.get(
-            f"{sidecar.url}/v1/generation", params={"id": generation_id}, headers={"authorization": f"Bearer {TOKEN}"}
-        )
-        if response.status_code != 404:
-            break
-        time.sleep(0.05)
-    assert response.status_code == 200, response.text
-    data: dict[str, Any] = response.json()["data"]
-    return data
+    return generation_row(sidecar.url, generation_id)

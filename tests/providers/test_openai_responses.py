@@ -529,3 +529,38 @@ def test_summary_parts_are_paragraphs_of_one_thinking_block() -> None:
     ]
     deltas = [d for e in events for d in parser.feed(ServerSentEvent(e["type"], orjson.dumps(e).decode()))]
     assert "".join(d.text for d in deltas if isinstance(d, ThinkingDelta)) == "One.\n\nTwo."
+
+
+# ----- service tier ------------------------------------------------------------------------------------------------
+
+TIER_COSTS = {"flex": 0.5, "priority": 2.0}  # the openai provider's compat.service_tier_cost in the catalog
+
+
+@pytest.mark.parametrize(("tier", "multiplier"), [("default", 1.0), ("auto", 1.0), ("flex", 0.5), ("priority", 2.0)])
+async def test_the_served_service_tier_scales_the_cost(up: FakeUpstream, tier: str, multiplier: float) -> None:
+    """pi-catalog prices OpenAI's flex tier at half and priority at double; the tier is the one the response says it
+    was served on (a flex request may be served on default)."""
+    data = fixture_bytes(f"{DIR}/text-basic.sse")
+    completed = next(e for e in recorded(data) if e["type"] == "response.completed")
+    served = data.replace(b'"service_tier":"default"', f'"service_tier":"{tier}"'.encode())
+    assert served.count(f'"service_tier":"{tier}"'.encode()) >= 1
+    up.push(Reply.sse(served, split=7))
+    deltas, error = await collect(make_call(up, compat={"service_tier_cost": TIER_COSTS}))
+    assert error is None
+    usage = completed["response"]["usage"]
+    cached = usage["input_tokens_details"]["cached_tokens"]
+    by_hand = ((usage["input_tokens"] - cached) * 1.25 + usage["output_tokens"] * 10 + cached * 0.125) / 1e6
+    assembler = MessageAssembler(model(compat={"service_tier_cost": TIER_COSTS}), encoder=SilentEncoder())
+    assembler.start()
+    for delta in deltas:
+        assembler.feed(delta)
+    assembler.done()
+    assert assembler.message["usage"]["cost"]["total"] == pytest.approx(by_hand * multiplier)
+
+
+def test_the_catalog_prices_openai_tiers_and_nothing_else() -> None:
+    from sidecar.config import load_settings
+
+    settings = load_settings(None, {"HOME": "/nonexistent"})
+    assert settings.catalog.providers["openai"].compat["service_tier_cost"] == TIER_COSTS
+    assert "service_tier_cost" not in settings.catalog.providers["azure"].compat
