@@ -33,8 +33,11 @@ pytest: install
 ## Everything CI runs: lint, strict typing, the whole test suite including the real-client interop tests.
 test: lint typecheck pytest
 
+# direct, sidecar and the reference `omp auth-gateway` side by side; the omp target installs Bun +
+# @oh-my-pi/pi-coding-agent@18.2.3 from the npm registry into bench/.omp on first use (bench/omp/), failing loudly
+# when npm or the registry is unavailable. ARGS="--quick" or ARGS="--targets direct,sidecar".
 bench: install
-	$(PY) bench/run.py $(ARGS)
+	$(PY) bench/run.py --targets direct,sidecar,omp $(ARGS)
 
 clean:
 	rm -rf $(VENV) tests/interop/node_modules .mypy_cache .ruff_cache .pytest_cache

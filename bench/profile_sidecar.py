@@ -17,7 +17,9 @@ every switch interval, so samples pile up on system calls: it shows *which* sysc
 overstates their share. Samples whose innermost Python frame is the event loop's ``run`` are time in C (uvloop I/O,
 idle waiting).
 
-What-ifs (to measure a suggested fix without editing the sidecar):
+What-ifs (to measure a suggested fix without editing the sidecar). Two earlier ones landed and were removed:
+``lean-sse`` (the sidecar's own SSE response, ``sidecar/sse_response.py``) and ``httpx2`` (the upstream client);
+bench/README.md keeps their figures.
 
 * ``sniffio``: put an in-memory copy of sniffio 1.3.1's API and detection logic in ``sys.modules`` before anything
   is imported (what ``pip install sniffio`` would do). httpcore 1.0.9 runs ``import sniffio`` every time it sets up
@@ -25,17 +27,6 @@ What-ifs (to measure a suggested fix without editing the sidecar):
   time and searches ``sys.path`` on disk (~30-40 us per attempt, 7 per stream here). Upstream: encode/httpcore
   discussion #1102 and PR #1103; anyio PR #1021. With sniffio present, anyio also routes its own backend detection
   through it, so this measures the net effect.
-* ``lean-sse``: replace ``sidecar.app.EventSourceResponse`` with Starlette's ``StreamingResponse`` (the frames are
-  already encoded bytes). sse-starlette runs four tasks per response (stream, ping, exit-signal watcher, disconnect
-  listener) and a cancel scope per frame; StreamingResponse runs one task plus the disconnect listener. No heartbeat
-  is sent in this what-if (the benchmark's streams last milliseconds; a real change would move the 15 s heartbeat
-  into ``Generation.frames``).
-* ``httpx2``: alias ``httpx`` to ``httpx2`` (pydantic's fork, installed with genai-prices) before anything imports
-  it. httpcore 1.0.9's ``ConnectionPool._assign_requests_to_connections`` evaluates
-  ``len([c.is_idle() for c in connections])`` for every idle connection and rebuilds the available and idle lists
-  for every queued request on every pass (a pass per request added or removed): with ~128 slow streams in flight it
-  took 87% of the sidecar's CPU (20 M ``is_idle`` calls in 1,451 passes). httpcore2 snapshots the lists once per
-  pass.
 * ``drain``: read the rest of the upstream body after ``message_stop`` before closing the response. The Anthropic
   adapter returns on ``message_stop`` while the terminating chunk (``0\\r\\n\\r\\n``) is still unread, so h11 is not
   DONE, httpcore closes the connection instead of pooling it, and every stream opens a new upstream TCP connection
@@ -197,26 +188,6 @@ def sniffio_module() -> types.ModuleType:
     return module
 
 
-def lean_sse_response() -> None:
-    """Serve the (already encoded) frames with Starlette's StreamingResponse instead of sse-starlette's."""
-    from starlette.responses import StreamingResponse
-
-    import sidecar.serving
-
-    def factory(
-        content: Any,
-        status_code: int = 200,
-        headers: dict[str, str] | None = None,
-        media_type: str | None = None,
-        on_close: Any = None,  # the admission slot is also released when the generation finishes
-        **_ignored: Any,  # ping, ping_message_factory: no heartbeat task in this what-if
-    ) -> StreamingResponse:
-        merged = {"cache-control": "no-store", **(headers or {}), "x-accel-buffering": "no"}
-        return StreamingResponse(content, status_code, headers=merged, media_type=media_type)
-
-    sidecar.serving.SlotReleasingEventSource = factory  # type: ignore[assignment,misc]
-
-
 def drain_upstream() -> None:
     """Read the rest of the upstream body (after ``message_stop``) before the response is closed."""
     from contextlib import asynccontextmanager
@@ -244,21 +215,13 @@ def drain_upstream() -> None:
     adapter.open_stream = open_stream  # type: ignore[assignment]
 
 
-WHAT_IFS = ("httpx2", "sniffio", "lean-sse", "drain")
+WHAT_IFS = ("sniffio", "drain")
 
 
 def apply_what_if(name: str) -> None:
-    if name == "httpx2":
-        # Before anything imports httpx: the sidecar (and httpx-sse) then run on httpx2/httpcore2, pydantic's
-        # maintained fork with the same API, whose pool assigns requests in O(connections + requests) per pass.
-        import httpx2
-
-        sys.modules["httpx"] = httpx2
-    elif name == "sniffio":
+    if name == "sniffio":
         # Before anything imports anyio or httpcore, so both see it exactly as if sniffio were installed.
         sys.modules["sniffio"] = sniffio_module()
-    elif name == "lean-sse":
-        lean_sse_response()
     elif name == "drain":
         drain_upstream()
     else:

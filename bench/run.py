@@ -7,14 +7,16 @@ Starts ``bench/mock_upstream.py`` (a fast mock Anthropic Messages API) and the r
 * ``sidecar``: ``POST /v1/pi/stream`` through the sidecar, which calls the same mock (the pi route);
 * ``relay``:   ``POST /v1/messages`` to the sidecar, direct's body with the pi route's model id: relayed untranslated
   (``sidecar/relay.py``), the mock's bytes come back unchanged;
-* ``chat``:    ``POST /v1/chat/completions`` to the sidecar, same model: translated to ``chat.completion.chunk``.
+* ``chat``:    ``POST /v1/chat/completions`` to the sidecar, same model: translated to ``chat.completion.chunk``;
+* ``omp``:     the sidecar's exact pi request, sent to the reference gateway ``omp auth-gateway`` 18.2.3 under Bun
+  (``bench/omp_gateway.py`` installs it from the npm registry into ``bench/.omp`` once), which calls the same mock.
 
-``--targets`` picks them (default ``direct,sidecar``). For each target it runs concurrency 1 (sequential) and
-concurrency 50 (closed loop), every run bounded in both request count and time, and measures per request TTFB (first
-body byte), TTFT (first token-bearing event) and total time. See bench/README.md for how to read the numbers.
+``--targets`` picks them (default ``direct,sidecar,omp``). For each target it runs concurrency 1 (sequential), 4 and
+50 (closed loop), every run bounded in both request count and time, and measures per request TTFB (first body byte),
+TTFT (first token-bearing event) and total time. See bench/README.md for how to read the numbers.
 
-    .venv/bin/python bench/run.py            # full run: 3 interleaved repeats, median reported (~1 min)
-    .venv/bin/python bench/run.py --quick    # short run (~5 s; ~10 s with all four targets)
+    .venv/bin/python bench/run.py            # full run: 3 interleaved repeats, median reported (~3 min)
+    .venv/bin/python bench/run.py --quick    # short run (~15 s)
     .venv/bin/python bench/run.py --targets direct,sidecar,relay,chat   # the ingress routes too (~2 min)
 """
 
@@ -43,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omp_gateway import start_omp
 from profile_sidecar import WHAT_IFS  # the one list of what-ifs (bench/ is on sys.path when run as a script)
 
 BENCH = Path(__file__).resolve().parent
@@ -61,12 +64,16 @@ READ_SIZE = 256 * 1024
 
 GOAL_ADDED_TTFT_MS = 2.0
 GOAL_STREAMS_PER_S = 400.0
+GOAL_VS_OMP = 1.5
+"""Issue #12: the sidecar's streams/s at c=4 and c=50 at least 1.5x the omp auth-gateway's, same machine, same run."""
 
 # ----- targets --------------------------------------------------------------------------------------------------
 
-TARGET_NAMES = ("direct", "sidecar", "relay", "chat")
+TARGET_NAMES = ("direct", "sidecar", "relay", "chat", "omp")
 SIDECAR_TARGETS = frozenset({"sidecar", "relay", "chat"})
-"""The targets served by the sidecar (the rest go straight to the mock)."""
+"""The targets served by the sidecar (``omp`` by the reference gateway, ``direct`` by the mock)."""
+GATEWAY_TARGETS = SIDECAR_TARGETS | {"omp"}
+"""The targets with a gateway process between the load generator and the mock (pinned to the gateway core)."""
 MARKER_OVERLAP = 64
 """Bytes of the body searched again for the TTFT marker after a read: longer than any marker's match."""
 
@@ -84,6 +91,11 @@ class Target:
     @property
     def via_sidecar(self) -> bool:
         return self.name in SIDECAR_TARGETS
+
+    @property
+    def gateway(self) -> str | None:
+        """The ``pids`` key of the gateway process serving this target (``None``: the mock itself)."""
+        return "sidecar" if self.via_sidecar else "omp" if self.name == "omp" else None
 
     def complete(self, body: bytes | bytearray) -> bool:
         """Did the stream end with its terminal event?"""
@@ -131,7 +143,8 @@ def direct_target(port: int) -> Target:
     return Target("direct", port, request, ANTHROPIC_TTFT, "anthropic")
 
 
-def sidecar_target(port: int) -> Target:
+def pi_request(port: int, token: str) -> bytes:
+    """The pi-native request (``POST /v1/pi/stream``) of the ``sidecar`` target, byte for byte; ``omp`` sends it too."""
     body = compact(
         {
             "modelId": MODEL_ID,
@@ -139,9 +152,20 @@ def sidecar_target(port: int) -> Target:
             "options": {},
         }
     )
-    headers = {"Authorization": f"Bearer {TOKEN}", "content-type": "application/json", "accept": "text/event-stream"}
-    request = http_post(port, "/v1/pi/stream", headers, body)
-    return Target("sidecar", port, request, re.compile(rb'"type":"text_delta"'), "pi")
+    headers = {"Authorization": f"Bearer {token}", "content-type": "application/json", "accept": "text/event-stream"}
+    return http_post(port, "/v1/pi/stream", headers, body)
+
+
+PI_TTFT = re.compile(rb'"type":"text_delta"')
+
+
+def sidecar_target(port: int) -> Target:
+    return Target("sidecar", port, pi_request(port, TOKEN), PI_TTFT, "pi")
+
+
+def omp_target(port: int, token: str = TOKEN) -> Target:
+    """The reference gateway: the same request (but for its bearer) and the same TTFT and terminal detection."""
+    return Target("omp", port, pi_request(port, token), PI_TTFT, "pi")
 
 
 def relay_target(port: int) -> Target:
@@ -169,7 +193,13 @@ def chat_target(port: int) -> Target:
     return Target("chat", port, request, re.compile(rb'"content":"[^"]'), "chat")
 
 
-TARGETS = {"direct": direct_target, "sidecar": sidecar_target, "relay": relay_target, "chat": chat_target}
+TARGETS = {
+    "direct": direct_target,
+    "sidecar": sidecar_target,
+    "relay": relay_target,
+    "chat": chat_target,
+    "omp": omp_target,
+}
 
 
 # ----- the load generator: raw asyncio streams, one keep-alive connection per worker -----------------------------
@@ -441,7 +471,9 @@ class RunResult:
     probe_ms: float | None = None
     """The CPU speed probe on the sidecar's core right before the run (see ``cpu_probe``)."""
     sidecar_cpu_us_per_stream: float | None = None
-    """The sidecar's CPU time per successful stream during the run."""
+    """The gateway's CPU time per successful stream during the run (the sidecar, or omp auth-gateway for ``omp``)."""
+    broker_cpu_us_per_stream: float | None = None
+    """``omp`` only: the omp auth-broker's CPU time per stream (it serves the key and records usage)."""
     sent: int = 0
     """Requests sent in this run, warm-up included."""
     upstream_calls: int = 0
@@ -542,12 +574,16 @@ async def run_load(
         per_second=[samples.per_second.get(i, 0) for i in range(int(elapsed) + 1)],
         sent=per_worker * concurrency + issued,
         probe_ms=probe_ms,
-        sidecar_cpu_us_per_stream=(
-            sidecar_cpu * elapsed / 100.0 / samples.ok * 1e6
-            if target.via_sidecar and samples.ok and (sidecar_cpu := cpu.get("sidecar")) is not None
-            else None
-        ),
+        sidecar_cpu_us_per_stream=per_stream(cpu.get(target.gateway) if target.gateway else None, elapsed, samples.ok),
+        broker_cpu_us_per_stream=per_stream(cpu.get("omp-broker"), elapsed, samples.ok)
+        if target.name == "omp"
+        else None,
     )
+
+
+def per_stream(cpu_percent: float | None, elapsed: float, ok: int) -> float | None:
+    """Microseconds of CPU per successful stream, from a process's % of one core over the run."""
+    return None if cpu_percent is None or not ok else cpu_percent * elapsed / 100.0 / ok * 1e6
 
 
 async def sample_stream(target: Target) -> tuple[int, list[str], bytes]:
@@ -762,7 +798,7 @@ def table(results: list[RunResult]) -> str:
         "TTFB p50/p99 ms",
         "TTFT p50/p99 ms",
         "total p50/p99 ms",
-        "sidecar CPU us/stream",
+        "gateway CPU us/stream",
     ]
     rows = [
         [
@@ -838,6 +874,26 @@ def paired(all_runs: list[RunResult]) -> tuple[list[str], dict[str, Any]]:
                 f"({fmt(rps[0])}-{fmt(rps[-1])}), sidecar CPU per stream "
                 f"{fmt(entry['cpu_per_stream_vs_pi'])}x, TTFT p50 {signed(entry['ttft_p50_minus_pi_ms'])}"
             )
+        pairs = [(g["sidecar"], g["omp"]) for g in groups if "omp" in g and g["omp"].rps]
+        if len(pairs) >= 2:
+            rps = sorted(side.rps / omp.rps for side, omp in pairs)
+            cpu = sorted(
+                side.sidecar_cpu_us_per_stream / omp.sidecar_cpu_us_per_stream
+                for side, omp in pairs
+                if side.sidecar_cpu_us_per_stream and omp.sidecar_cpu_us_per_stream
+            )
+            ttft = sorted(d for side, omp in pairs if (d := minus(side.ttft_ms["p50"], omp.ttft_ms["p50"])) is not None)
+            entry = out[f"sidecar_vs_omp_c{c}"] = {
+                "repeats": len(pairs),
+                "rps": {"median": middle(rps), "min": rps[0], "max": rps[-1]},
+                "gateway_cpu_per_stream": middle(cpu) if cpu else None,
+                "ttft_p50_minus_omp_ms": middle(ttft) if ttft else None,
+            }
+            lines.append(
+                f"c={c}: sidecar/omp, paired by repeat ({len(pairs)}): req/s {fmt(entry['rps']['median'])}x "
+                f"({fmt(rps[0])}-{fmt(rps[-1])}), gateway CPU per stream {fmt(entry['gateway_cpu_per_stream'])}x, "
+                f"TTFT p50 {signed(entry['ttft_p50_minus_omp_ms'])}"
+            )
     return lines, out
 
 
@@ -846,9 +902,54 @@ def middle(ordered: list[float]) -> float:
     return ordered[(len(ordered) - 1) // 2]
 
 
-def comparisons(results: list[RunResult]) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
+
+
+def omp_comparisons(results: list[RunResult], ratios: dict[str, Any]) -> list[str]:
+    """The sidecar against the reference gateway (issue #12), and the reference gateway against direct."""
     lines: list[str] = []
+    for c in sorted({r.concurrency for r in results}):
+        omp = find(results, "omp", c)
+        if omp is None:
+            continue
+        direct, side = find(results, "direct", c), find(results, "sidecar", c)
+        entry = ratios[f"omp_c{c}"] = {
+            "sidecar_vs_omp_rps": ratio(side.rps, omp.rps) if side else None,
+            "omp_vs_direct_rps": ratio(omp.rps, direct.rps) if direct else None,
+            "sidecar_minus_omp_ttft_p50_ms": minus(side.ttft_ms["p50"], omp.ttft_ms["p50"]) if side else None,
+            "omp_added_ttft_p50_ms": minus(omp.ttft_ms["p50"], direct.ttft_ms["p50"]) if direct else None,
+            "sidecar_vs_omp_cpu_per_stream": (
+                ratio(side.sidecar_cpu_us_per_stream, omp.sidecar_cpu_us_per_stream) if side else None
+            ),
+            "omp_gateway_cpu_us_per_stream": omp.sidecar_cpu_us_per_stream,
+            "omp_broker_cpu_us_per_stream": omp.broker_cpu_us_per_stream,
+        }
+        parts = []
+        if side is not None:
+            parts.append(
+                f"sidecar/omp req/s = {fmt(entry['sidecar_vs_omp_rps'])}x ({side.rps:.0f} vs {omp.rps:.0f}); "
+                f"TTFT p50 sidecar {fmt(side.ttft_ms['p50'])} vs omp {fmt(omp.ttft_ms['p50'])} ms "
+                f"({signed(entry['sidecar_minus_omp_ttft_p50_ms'])})"
+            )
+            if side.sidecar_cpu_us_per_stream and omp.sidecar_cpu_us_per_stream:
+                parts.append(
+                    f"gateway CPU/stream sidecar {side.sidecar_cpu_us_per_stream:.0f} vs omp "
+                    f"{omp.sidecar_cpu_us_per_stream:.0f} us ({fmt(entry['sidecar_vs_omp_cpu_per_stream'])}x; "
+                    f"omp's broker +{fmt(omp.broker_cpu_us_per_stream, 0)} us)"
+                )
+        if direct is not None:
+            parts.append(
+                f"omp/direct req/s = {fmt(entry['omp_vs_direct_rps'], 3)}x, omp added TTFT p50 "
+                f"{signed(entry['omp_added_ttft_p50_ms'])}"
+            )
+        lines.append(f"c={c}: " + "; ".join(parts))
+    return lines
+
+
+def comparisons(results: list[RunResult]) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
     ratios: dict[str, Any] = {}
+    lines = omp_comparisons(results, ratios)
     for c in sorted({r.concurrency for r in results}):
         direct, side = find(results, "direct", c), find(results, "sidecar", c)
         if direct is None or side is None:
@@ -899,6 +1000,11 @@ def comparisons(results: list[RunResult]) -> tuple[list[str], dict[str, Any], di
     if side50 is not None:
         ok = side50.rps >= GOAL_STREAMS_PER_S and side50.errors == 0
         goals["sidecar_c50_ge_400_streams_per_s"] = {"value": side50.rps, "errors": side50.errors, "pass": ok}
+    for c in (4, 50):
+        side, omp = find(results, "sidecar", c), find(results, "omp", c)
+        if side is not None and omp is not None and omp.rps:
+            ok = side.rps >= GOAL_VS_OMP * omp.rps and side.errors == 0
+            goals[f"sidecar_c{c}_ge_1.5x_omp"] = {"value": side.rps / omp.rps, "errors": side.errors, "pass": ok}
     return lines, ratios, goals
 
 
@@ -919,6 +1025,15 @@ def goal_lines(goals: dict[str, Any]) -> list[str]:
         )
     else:
         out.append("  >= 400 streams/s at c=50: not measured")
+    for c in (4, 50):
+        if g := goals.get(f"sidecar_c{c}_ge_1.5x_omp"):
+            extra = f", {g['errors']} errors" if g["errors"] else ""
+            out.append(
+                f"  sidecar streams/s at c={c} >= {GOAL_VS_OMP:g}x omp auth-gateway: {g['value']:.2f}x{extra}  "
+                + ("PASS" if g["pass"] else "FAIL")
+            )
+        else:
+            out.append(f"  sidecar streams/s at c={c} >= {GOAL_VS_OMP:g}x omp auth-gateway: not measured")
     return out
 
 
@@ -933,11 +1048,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, help="time cap per run in seconds (default 10; quick 2)")
     p.add_argument("--warmup", type=int, help="unmeasured requests before each run (default 200; quick 50)")
     p.add_argument("--repeat", type=int, help="run everything N times, report the median run (default 3; quick 1)")
-    p.add_argument("--concurrency", default="1,50", help="comma-separated concurrency levels (default 1,50)")
+    p.add_argument("--concurrency", default="1,4,50", help="comma-separated concurrency levels (default 1,4,50)")
     p.add_argument(
         "--targets",
-        default="direct,sidecar",
-        help="comma-separated, from direct,sidecar,relay,chat (default direct,sidecar; see bench/README.md)",
+        default="direct,sidecar,omp",
+        help="comma-separated, from direct,sidecar,relay,chat,omp (default direct,sidecar,omp; see bench/README.md)",
     )
     p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds (default 30)")
     p.add_argument("--delay-ms", type=float, default=0.0, help="mock upstream delay between SSE events (default 0)")
@@ -1019,6 +1134,8 @@ async def benchmark(
                 count = args.requests if concurrency == 1 else args.concurrent_requests
                 before = http_get_json(mock_port, "/stats")
                 profile_pid = pids.get("sidecar") if args.profile and target.via_sidecar else None
+                # The gateways (sidecar, omp) share one core: probe it before each of their runs.
+                probe_cpu = args.sidecar_cpu if target.gateway else None
                 result = await run_load(
                     target,
                     concurrency,
@@ -1028,7 +1145,7 @@ async def benchmark(
                     args.timeout,
                     pids,
                     profile_pid,
-                    args.sidecar_cpu if target.via_sidecar else None,
+                    probe_cpu,
                 )
                 after = http_get_json(mock_port, "/stats")
                 result.upstream_calls = after["requests"] - before["requests"]
@@ -1042,7 +1159,9 @@ async def benchmark(
                 )
                 errs = f"; errors: {result.error_kinds}" if result.errors else ""
                 if result.sidecar_cpu_us_per_stream:
-                    errs += f"; sidecar {result.sidecar_cpu_us_per_stream:.0f} us CPU/stream"
+                    errs += f"; {target.gateway} {result.sidecar_cpu_us_per_stream:.0f} us CPU/stream"
+                if result.broker_cpu_us_per_stream is not None:
+                    errs += f" (+ broker {result.broker_cpu_us_per_stream:.0f})"
                 if result.probe_ms:
                     errs += f"; probe {result.probe_ms:.1f} ms"
                 full = result.per_second[:-1]  # whole seconds only
@@ -1116,7 +1235,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             pids["sidecar"] = sidecar.pid
         for name in args.target_names:
-            targets.append(TARGETS[name](sidecar_port if name in SIDECAR_TARGETS else mock_port))
+            if name == "omp":
+                # Same core as the sidecar: each gateway gets core 1 to itself while it is measured.
+                gateway, omp_port, broker, bearer = start_omp(procs, sidecar_cpu, workdir, mock_port, API_KEY, TOKEN)
+                pids["omp"], pids["omp-broker"] = gateway.pid, broker.pid
+                targets.append(omp_target(omp_port, bearer))
+            else:
+                targets.append(TARGETS[name](sidecar_port if name in SIDECAR_TARGETS else mock_port))
 
         print(f"pi-sidecar benchmark  {started_at:%Y-%m-%d %H:%M UTC}  python {platform.python_version()}")
         print(f"pinning: {pin_text}")
@@ -1148,12 +1273,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"warning: the CPU speed probe on the sidecar's core ranged {min(probes):.1f}-{max(probes):.1f} ms "
                 "between runs: the host was slower at times (noisy neighbours?), expect noisy numbers"
             )
-        others = [r.cpu_percent.get("other processes") for r in all_runs if r.target in SIDECAR_TARGETS]
+        others = [r.cpu_percent.get("other processes") for r in all_runs if r.target in GATEWAY_TARGETS]
         busy = [o for o in others if o is not None]
         if busy and max(busy) > 20:
             print(
-                f"warning: other processes used up to {max(busy):.0f}% of a CPU during the sidecar runs; "
-                "the sidecar shares its core with them, so expect noisy numbers (re-run on a quiet machine)"
+                f"warning: other processes used up to {max(busy):.0f}% of a CPU during the gateway runs; "
+                "the gateways share their core with them, so expect noisy numbers (re-run on a quiet machine)"
             )
         print()
         lines, ratios, goals = comparisons(results)
@@ -1161,9 +1286,10 @@ def main(argv: list[str] | None = None) -> int:
         for line in lines + paired_lines:
             print(line)
         for r in results:
-            if r.target in SIDECAR_TARGETS:
+            if r.target in GATEWAY_TARGETS:
                 print(
-                    f"{r.target} c={r.concurrency}: {r.sent} streams sent to the sidecar (warm-up included) -> "
+                    f"{r.target} c={r.concurrency}: {r.sent} streams sent to "
+                    f"{'omp' if r.target == 'omp' else 'the sidecar'} (warm-up included) -> "
                     f"{r.upstream_calls} upstream calls on {r.upstream_connections} new upstream connections"
                 )
                 if r.upstream_calls and r.upstream_connections > r.upstream_calls // 2:

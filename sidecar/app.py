@@ -1,6 +1,6 @@
 """The ASGI app: ``create_app(settings, transport=...)``. Handlers are thin; the work is in ``stream``/``providers``.
 
-The lifespan owns the one shared ``httpx.AsyncClient`` (TCP_NODELAY, pooled keep-alive); tests inject a transport.
+The lifespan owns the one shared ``httpx2.AsyncClient`` (TCP_NODELAY, pooled keep-alive); tests inject a transport.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import httpx
+import httpx2
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -72,7 +72,7 @@ class _DenialResponseNoise(logging.Filter):
 def create_app(
     settings: Settings,
     *,
-    transport: httpx.AsyncBaseTransport | None = None,
+    transport: httpx2.AsyncBaseTransport | None = None,
     on_finish: Callable[[str, Caller, Outcome], None] = log_outcome,
     ledger: Ledger | None = None,
 ) -> FastAPI:
@@ -102,12 +102,12 @@ def create_app(
     realtime = RealtimeGateway(
         settings, auth, registry, token_store_for(settings.realtime.token_store_url), ledger, budgets
     )
-    state: dict[str, httpx.AsyncClient] = {}
+    state: dict[str, httpx2.AsyncClient] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        upstream_transport = transport or httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30.0),
+        upstream_transport = transport or httpx2.AsyncHTTPTransport(
+            limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30.0),
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             proxy=settings.upstream_proxy,
         )
@@ -115,7 +115,7 @@ def create_app(
         try:
             await realtime.tokens.open()
             try:
-                async with httpx.AsyncClient(
+                async with httpx2.AsyncClient(
                     transport=upstream_transport, trust_env=False, follow_redirects=False
                 ) as client:
                     state["client"] = client

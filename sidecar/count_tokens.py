@@ -13,7 +13,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -87,7 +87,7 @@ async def _forward(
     return _upstream_error(response, secrets)
 
 
-def _upstream_error(response: httpx.Response, secrets: tuple[str, ...]) -> Response:
+def _upstream_error(response: httpx2.Response, secrets: tuple[str, ...]) -> Response:
     """The provider's refusal with its status, in Anthropic's error shape, redacted of the key it was sent."""
     status = response.status_code
     kind = anthropic_messages.error_type(status)

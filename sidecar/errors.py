@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import httpx
+import httpx2
 
 from .redaction import redact as redact  # re-exported: adapters and the stream import it from here
 
@@ -217,14 +217,18 @@ def classify_status(status: int) -> str:
 
 @contextmanager
 def map_transport_errors(provider: str) -> Iterator[None]:
-    """Translate httpx's exceptions into the tree above; the one place the transport's errors are caught."""
+    """Translate httpx2's exceptions into the tree above; the one place the transport's errors are caught."""
     # Map to the most specific error we can; the provider name helps the operator, the URL is left out on purpose
     # (Gemini-style APIs put the key in the query string).
     try:
         yield
-    except httpx.TimeoutException as exc:
+    except httpx2.TimeoutException as exc:
         raise UpstreamTimeout(f"{provider}: upstream timed out ({type(exc).__name__})") from None
-    except (httpx.ConnectError, httpx.WriteError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+    except (httpx2.ConnectError, httpx2.WriteError, httpx2.RemoteProtocolError, httpx2.ReadError) as exc:
         raise UpstreamConnectError(f"{provider}: upstream connection failed ({type(exc).__name__})") from None
-    except httpx.TransportError as exc:
+    except httpx2.SSEError as exc:
+        # httpx2's event-stream reader (wrong content type, an oversized event) is a TransportError subclass: the
+        # upstream answered, but with something unreadable, so it is not a connection failure to retry.
+        raise UpstreamProtocolError(f"{provider}: unreadable event stream ({exc})") from None
+    except httpx2.TransportError as exc:
         raise UpstreamConnectError(f"{provider}: upstream transport error ({type(exc).__name__})") from None

@@ -302,6 +302,9 @@ def protocol_for(limits: Limits) -> type[LimitedHttpToolsProtocol]:
     return ConfiguredProtocol
 
 
+GRACEFUL_SHUTDOWN_SECONDS = 20
+
+
 def server_config(
     app: ASGIApp,
     settings: Settings,
@@ -323,6 +326,9 @@ def server_config(
         # event and 1009; only a frame over twice the limit is cut by websockets itself (also 1009).
         ws_max_size=2 * settings.realtime.max_frame_bytes,
         server_header=False,
+        # On SIGTERM, streams in flight get this long to finish; then uvicorn cancels them, and each is recorded as
+        # aborted with its usage so far (its slot freed). Below Kubernetes' default 30 s grace period.
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         log_config=None,
         access_log=access_log,
         lifespan=lifespan,

@@ -22,11 +22,11 @@ LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _CONTINUATION: Final = "    | "
 """Starts every continuation line of a traceback: never a timestamp, so no reader takes it for a record."""
 
-# Loggers that write request or response content at DEBUG: sse-starlette logs every outgoing SSE chunk (the
-# completion text), websockets every frame (the realtime user's words and audio, the model's answers), uvicorn's
-# "uvicorn.error" is the logger it hands to websockets for browser sockets, "sidecar.realtime.upstream" the one the
-# relay hands it for upstream sockets (both are also kept at INFO always: their handshakes carry credentials).
-CONTENT_LOGGERS: Final = ("sse_starlette", "websockets", "uvicorn.error", "sidecar.realtime.upstream")
+# Loggers that write request or response content at DEBUG: websockets every frame (the realtime user's words and
+# audio, the model's answers); "uvicorn.error" is the logger uvicorn hands to websockets for browser sockets,
+# "sidecar.realtime.upstream" the one the relay hands it for upstream sockets (both are also kept at INFO always: their
+# handshakes carry credentials).
+CONTENT_LOGGERS: Final = ("websockets", "uvicorn.error", "sidecar.realtime.upstream")
 
 
 class RedactingFilter(logging.Filter):
@@ -94,8 +94,9 @@ def configure_logging(settings: Settings, secrets: list[str]) -> None:
     root.setLevel(settings.log_level.upper())
     # httpx logs every request URL at INFO; keep it for debugging only.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # the upstream client: one INFO line per request URL
     if not settings.log_content:
-        # The levels keep the records from being made at all (sse-starlette checks before formatting each chunk);
+        # The levels keep the records from being made at all (websockets checks before formatting each frame);
         # the filter holds whatever sets those levels later.
         handler.addFilter(ContentFilter())
         floor = max(logging.INFO, root.level)

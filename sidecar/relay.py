@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-import httpx
+import httpx2
 import orjson
 from fastapi.responses import Response
 from httpx_sse import ServerSentEvent
@@ -62,6 +62,7 @@ from .providers.base import (
     ThinkingDelta,
     ToolCallDelta,
     UpstreamCall,
+    body_chunks,
     endpoint,
     open_stream,
 )
@@ -267,7 +268,7 @@ class Relay:
         body = orjson.dumps(family.body(self._body, call, self.streaming))
         return endpoint(call, family.path), headers, body
 
-    async def _stream(self, call: UpstreamCall, client: httpx.AsyncClient) -> AsyncIterator[Delta]:
+    async def _stream(self, call: UpstreamCall, client: httpx2.AsyncClient) -> AsyncIterator[Delta]:
         family = self._family
         # The parser first: the format's error event reads it, for a failure in building the request too.
         parser = self._parser = family.parser(call)
@@ -275,9 +276,8 @@ class Relay:
         framer = _Framer(parser)
         try:
             async with open_stream(client, call, url, headers=headers, json_body=body) as response:
-                # Held in a local until the response is closed: an abandoned body iterator, finalized early, would
-                # close the connection before open_stream drains it back to the pool.
-                chunks = response.aiter_bytes()
+                # The body's shared iterator: open_stream's drain continues it after the terminal event.
+                chunks = body_chunks(response)
                 with map_transport_errors(call.model.provider):
                     while not parser.done:
                         chunk = await anext(chunks, None)
@@ -307,11 +307,11 @@ class Relay:
         for delta in last:
             yield delta
 
-    async def _json(self, call: UpstreamCall, client: httpx.AsyncClient) -> AsyncIterator[Delta]:
+    async def _json(self, call: UpstreamCall, client: httpx2.AsyncClient) -> AsyncIterator[Delta]:
         url, headers, body = self._post(call, "application/json")
         try:
             async with open_stream(client, call, url, headers=headers, json_body=body) as response:
-                chunks = response.aiter_bytes()
+                chunks = body_chunks(response)
                 reply = bytearray()
                 with map_transport_errors(call.model.provider):
                     async for chunk in chunks:

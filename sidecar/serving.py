@@ -14,12 +14,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
+import httpx2
 from fastapi import Request
 from fastapi.responses import Response
-from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import ClientDisconnect
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive
 from ulid import ULID
 
 from . import relay
@@ -36,6 +35,7 @@ from .providers import ADAPTERS
 from .providers.base import UpstreamCall
 from .registry import ModelRegistry
 from .responses import SSE_HEADERS, json_response
+from .sse_response import SseResponse
 from .stream import EventTimeouts, Generation, Outcome, SilentEncoder
 
 T = TypeVar("T")
@@ -84,7 +84,7 @@ class GenerationService:
     ledger: Ledger
     budgets: Budgets
     admission: Admission
-    client: Callable[[], httpx.AsyncClient]
+    client: Callable[[], httpx2.AsyncClient]
     on_finish: Callable[[str, Caller, Outcome], None]
 
     def error(self, fmt: IngressFormat, exc: SidecarError) -> Response:
@@ -180,13 +180,11 @@ class GenerationService:
                         )
                     if primed is _LEFT:
                         return Response(status_code=499)
-                return SlotReleasingEventSource(
+                return SseResponse(
                     generation.frames(),
-                    headers={**SSE_HEADERS, **ids},
-                    media_type="text/event-stream; charset=utf-8",
-                    ping=self.settings.heartbeat_seconds,
-                    ping_message_factory=lambda: ServerSentEvent(comment="ping"),
-                    on_close=slot.release,
+                    {**SSE_HEADERS, **ids},
+                    heartbeat_seconds=self.settings.heartbeat_seconds,
+                    on_close=slot.release,  # however the response ends: done, error, client gone, never started
                 )
         except BaseException:
             slot.release()
@@ -237,21 +235,6 @@ async def _disconnected(receive: Receive) -> None:
     # response is complete, which is after this task is cancelled).
     while (await receive())["type"] != "http.disconnect":
         pass
-
-
-class SlotReleasingEventSource(EventSourceResponse):
-    """An SSE response that frees the admission slot when the response is over, however it ends (done, error,
-    client gone, or never started because the client left before the first frame)."""
-
-    def __init__(self, *args: Any, on_close: Callable[[], None], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._on_close = on_close
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._on_close()
 
 
 def require_json(request: Request) -> None:

@@ -7,7 +7,7 @@ format in ``sidecar.ingress``. ``Generation`` runs an adapter under the first-ev
 failure after the 200 into the format's in-band error that keeps the partial content and usage, and reports the
 outcome exactly once, also when the client disconnects.
 
-Frames are pre-encoded SSE bytes (orjson), so sse-starlette passes them through untouched.
+Frames are pre-encoded SSE bytes (orjson), which ``sidecar.sse_response.SseResponse`` sends untouched.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import anyio
-import httpx
+import httpx2
 import orjson
 
 from client.types import AssistantMessage, StopReason, zero_usage
@@ -379,7 +379,7 @@ class Generation:
 
     call: UpstreamCall
     stream_fn: StreamFn
-    client: httpx.AsyncClient
+    client: httpx2.AsyncClient
     timeouts: EventTimeouts
     on_finish: Callable[[Outcome], None]
     encoder: Encoder | None = None

@@ -15,13 +15,15 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
+import pytest
 from websockets.sync.client import connect
 
-from sidecar.logs import OneLineFormatter, RedactingFilter
+from sidecar.config import load_settings
+from sidecar.logs import OneLineFormatter, RedactingFilter, configure_logging
 from tests.conftest import pi_body, read_events
 from tests.fakerealtime import FakeRealtime
 from tests.sidecar_server import free_port, wait_until_healthy
@@ -137,8 +139,24 @@ def test_debug_logs_no_prompt_or_completion_text(tmp_path: Path) -> None:
     assert PROMPT_CANARY not in log
 
 
-def test_log_content_lets_library_debug_output_show_content(tmp_path: Path) -> None:
-    """The switch is real: with ``[server] log_content = true`` the same run logs the completion text."""
-    with serve(tmp_path, log_content=True) as served:
-        prompt_turns(served)
-    assert PROMPT_CANARY in served.log()
+@pytest.mark.parametrize("log_content", [False, True])
+def test_log_content_lets_library_debug_output_show_content(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], log_content: bool
+) -> None:
+    """The switch is real: a library's DEBUG record carrying content (websockets logs every realtime frame) reaches
+    the log only with ``[server] log_content = true``. (No library on the HTTP path logs content any more: the SSE
+    response is the sidecar's own.)"""
+    settings = replace(load_settings(None, {"HOME": str(tmp_path)}), log_level="debug", log_content=log_content)
+    root, websockets_logger = logging.getLogger(), logging.getLogger("websockets")
+    saved = (root.handlers[:], root.level, websockets_logger.level)
+    try:
+        websockets_logger.setLevel(logging.NOTSET)  # as in a fresh process (other tests in this one may have set it)
+        configure_logging(settings, [])
+        websockets_logger.debug("< TEXT '%s' [42 bytes]", PROMPT_CANARY)
+        logging.getLogger("sidecar").debug("a DEBUG record of the sidecar's own")
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+        websockets_logger.setLevel(saved[2])
+    err = capsys.readouterr().err
+    assert "a DEBUG record of the sidecar's own" in err  # the level really was debug
+    assert (PROMPT_CANARY in err) is log_content

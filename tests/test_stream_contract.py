@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 import pytest
 
@@ -80,7 +80,7 @@ async def test_a_client_gone_at_the_start_frame_is_still_recorded_once() -> None
     outcomes: list[Outcome] = []
     context: Any = {"messages": [{"role": "user", "content": "a b c", "timestamp": 1}]}
     call = UpstreamCall(model=MODEL, context=context, options={}, api_key=None, session_id="s")
-    async with httpx.AsyncClient() as client:
+    async with httpx2.AsyncClient() as client:
         generation = Generation(call, echo.stream, client, EventTimeouts(None, None), outcomes.append)
         frames = generation.frames()
         first = await anext(frames)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
+import httpx2
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -188,7 +188,7 @@ def fake(key: rsa.RSAPrivateKey) -> Iterator[FakeGoogle]:
 
 @pytest.fixture
 async def client() -> Any:
-    async with httpx.AsyncClient(trust_env=False) as c:
+    async with httpx2.AsyncClient(trust_env=False) as c:
         yield c
 
 
@@ -209,7 +209,7 @@ def sa_source(key: rsa.RSAPrivateKey, fake: FakeGoogle, clock: Clock | None = No
 
 
 async def test_first_call_fetches_a_token_with_a_signed_assertion_and_later_calls_reuse_it(
-    key: rsa.RSAPrivateKey, fake: FakeGoogle, client: httpx.AsyncClient
+    key: rsa.RSAPrivateKey, fake: FakeGoogle, client: httpx2.AsyncClient
 ) -> None:
     clock = Clock()
     source = sa_source(key, fake, clock)
@@ -224,7 +224,7 @@ async def test_first_call_fetches_a_token_with_a_signed_assertion_and_later_call
 
 
 async def test_a_token_within_five_minutes_of_expiry_is_refreshed(
-    key: rsa.RSAPrivateKey, fake: FakeGoogle, client: httpx.AsyncClient
+    key: rsa.RSAPrivateKey, fake: FakeGoogle, client: httpx2.AsyncClient
 ) -> None:
     clock = Clock()
     source = sa_source(key, fake, clock)
@@ -237,7 +237,7 @@ async def test_a_token_within_five_minutes_of_expiry_is_refreshed(
 
 
 async def test_a_short_lived_token_is_refreshed_at_half_its_life(
-    key: rsa.RSAPrivateKey, fake: FakeGoogle, client: httpx.AsyncClient
+    key: rsa.RSAPrivateKey, fake: FakeGoogle, client: httpx2.AsyncClient
 ) -> None:
     fake.expires_in = 120  # shorter than the margin: reuse it for a minute, not never
     clock = Clock()
@@ -251,7 +251,7 @@ async def test_a_short_lived_token_is_refreshed_at_half_its_life(
 
 
 async def test_concurrent_callers_share_one_refresh(
-    key: rsa.RSAPrivateKey, fake: FakeGoogle, client: httpx.AsyncClient
+    key: rsa.RSAPrivateKey, fake: FakeGoogle, client: httpx2.AsyncClient
 ) -> None:
     fake.delay = 0.3
     source = sa_source(key, fake)
@@ -261,7 +261,7 @@ async def test_concurrent_callers_share_one_refresh(
 
 
 async def test_a_caller_that_leaves_does_not_cancel_the_refresh_the_others_wait_for(
-    key: rsa.RSAPrivateKey, fake: FakeGoogle, client: httpx.AsyncClient
+    key: rsa.RSAPrivateKey, fake: FakeGoogle, client: httpx2.AsyncClient
 ) -> None:
     fake.delay = 0.3
     source = sa_source(key, fake)
@@ -274,7 +274,7 @@ async def test_a_caller_that_leaves_does_not_cancel_the_refresh_the_others_wait_
 
 
 async def test_a_token_vertex_rejected_is_refreshed_once_whoever_reports_it(
-    key: rsa.RSAPrivateKey, fake: FakeGoogle, client: httpx.AsyncClient
+    key: rsa.RSAPrivateKey, fake: FakeGoogle, client: httpx2.AsyncClient
 ) -> None:
     source = sa_source(key, fake)
     old = await source.token(client, "vertex")
@@ -287,7 +287,7 @@ async def test_a_token_vertex_rejected_is_refreshed_once_whoever_reports_it(
 
 
 async def test_an_authorized_user_file_uses_its_refresh_token_and_quota_project(
-    fake: FakeGoogle, client: httpx.AsyncClient
+    fake: FakeGoogle, client: httpx2.AsyncClient
 ) -> None:
     doc = {
         "type": "authorized_user",
@@ -309,7 +309,7 @@ async def test_an_authorized_user_file_uses_its_refresh_token_and_quota_project(
 
 
 async def test_a_refused_key_is_a_401_naming_the_reason_without_any_secret(
-    key: rsa.RSAPrivateKey, fake: FakeGoogle, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    key: rsa.RSAPrivateKey, fake: FakeGoogle, client: httpx2.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     doc = service_account_doc(key, fake.token_uri)
@@ -337,7 +337,7 @@ async def test_a_refused_key_is_a_401_naming_the_reason_without_any_secret(
 
 
 async def test_a_failing_token_endpoint_is_a_502_after_google_auths_retries(
-    key: rsa.RSAPrivateKey, fake: FakeGoogle, client: httpx.AsyncClient
+    key: rsa.RSAPrivateKey, fake: FakeGoogle, client: httpx2.AsyncClient
 ) -> None:
     fake.failing = (503, {"error": "internal_failure", "error_description": "try later"})
     source = sa_source(key, fake)
@@ -351,7 +351,7 @@ async def test_a_failing_token_endpoint_is_a_502_after_google_auths_retries(
     assert await source.token(client, "vertex") == fake.issued[0]
 
 
-async def test_an_unreachable_token_endpoint_is_a_502(key: rsa.RSAPrivateKey, client: httpx.AsyncClient) -> None:
+async def test_an_unreachable_token_endpoint_is_a_502(key: rsa.RSAPrivateKey, client: httpx2.AsyncClient) -> None:
     with FakeGoogle() as gone:
         uri = gone.token_uri
     value = json.dumps(service_account_doc(key, uri))
@@ -363,7 +363,7 @@ async def test_an_unreachable_token_endpoint_is_a_502(key: rsa.RSAPrivateKey, cl
     )
 
 
-async def test_a_key_that_does_not_load_is_a_401_without_the_key(client: httpx.AsyncClient) -> None:
+async def test_a_key_that_does_not_load_is_a_401_without_the_key(client: httpx2.AsyncClient) -> None:
     doc = {
         "type": "service_account",
         "private_key": "-----BEGIN PRIVATE KEY-----\nQ0FOQVJZLW5vdC1hLWtleS0wMTIzNDU2Nzg5\n-----END PRIVATE KEY-----\n",
@@ -393,7 +393,7 @@ def test_values_that_are_no_google_credential_are_refused_clearly(value: str, ex
 
 
 async def test_without_google_auth_the_error_names_the_extra(
-    key: rsa.RSAPrivateKey, fake: FakeGoogle, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    key: rsa.RSAPrivateKey, fake: FakeGoogle, client: httpx2.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "google.oauth2", None)  # `import google.oauth2` now raises ImportError
     with pytest.raises(ConfigError) as caught:
@@ -407,7 +407,9 @@ async def test_without_google_auth_the_error_names_the_extra(
 # ----- the metadata server -------------------------------------------------------------------------------------------
 
 
-async def test_the_metadata_server_gives_the_token_and_the_project(fake: FakeGoogle, client: httpx.AsyncClient) -> None:
+async def test_the_metadata_server_gives_the_token_and_the_project(
+    fake: FakeGoogle, client: httpx2.AsyncClient
+) -> None:
     value = json.dumps({"metadata": fake.host})
     clock = Clock()
     source = TokenSource(credential_from_value(value, "vertex"), clock)
@@ -428,7 +430,7 @@ async def test_the_metadata_server_gives_the_token_and_the_project(fake: FakeGoo
 
 
 async def test_an_environment_project_wins_over_the_metadata_servers(
-    fake: FakeGoogle, client: httpx.AsyncClient
+    fake: FakeGoogle, client: httpx2.AsyncClient
 ) -> None:
     value = json.dumps({"metadata": fake.host, "project": "env-project"})
     source = TokenSource(credential_from_value(value, "vertex"))
@@ -438,7 +440,7 @@ async def test_an_environment_project_wins_over_the_metadata_servers(
 
 
 async def test_a_metadata_server_without_a_service_account_is_a_401(
-    fake: FakeGoogle, client: httpx.AsyncClient
+    fake: FakeGoogle, client: httpx2.AsyncClient
 ) -> None:
     fake.replies.append((404, "Not Found"))
     source = TokenSource(credential_from_value(json.dumps({"metadata": fake.host}), "vertex"))
@@ -451,7 +453,7 @@ async def test_a_metadata_server_without_a_service_account_is_a_401(
     )
 
 
-async def test_an_unreachable_metadata_server_is_a_502(client: httpx.AsyncClient) -> None:
+async def test_an_unreachable_metadata_server_is_a_502(client: httpx2.AsyncClient) -> None:
     with FakeGoogle() as gone:
         host = gone.host
     source = TokenSource(credential_from_value(json.dumps({"metadata": host}), "vertex"))

@@ -36,7 +36,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 import anyio
-import httpx
+import httpx2
 import orjson
 
 from sidecar.config import Settings
@@ -54,7 +54,7 @@ MISSING_HINT = (
 
 STS_REFRESH_MARGIN = 300.0
 """Seconds before expiry at which cached STS keys are replaced."""
-_STS_TIMEOUT = httpx.Timeout(10.0)
+_STS_TIMEOUT = httpx2.Timeout(10.0)
 _STS_NS = "{https://sts.amazonaws.com/doc/2011-06-15/}"
 _DEFAULT_SESSION_NAME = "pi-sidecar"
 
@@ -247,7 +247,7 @@ def _cache_key(web_identity: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(web_identity.get(k, "") for k in ("roleArn", "tokenFile", "sessionName", "stsEndpoint"))
 
 
-async def web_identity_keys(web_identity: Mapping[str, str], client: httpx.AsyncClient, provider: str) -> Keys:
+async def web_identity_keys(web_identity: Mapping[str, str], client: httpx2.AsyncClient, provider: str) -> Keys:
     """Temporary keys for the role, from the cache or from STS ``AssumeRoleWithWebIdentity`` (an unsigned call)."""
     key = _cache_key(web_identity)
     cached = _STS_CACHE.get(key)

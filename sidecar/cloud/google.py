@@ -42,7 +42,7 @@ from urllib.parse import parse_qsl
 
 import anyio.from_thread
 import anyio.to_thread
-import httpx
+import httpx2
 import orjson
 
 from sidecar.config import Settings
@@ -70,8 +70,8 @@ REFRESH_MARGIN_SECONDS = 300.0
 """A token is refreshed this long before it expires (or at half its lifetime, if that is shorter)."""
 _DEFAULT_LIFETIME_SECONDS = 3600.0
 """Google's token lifetime, assumed when a token endpoint does not say (``expires_in``)."""
-_TOKEN_TIMEOUT = httpx.Timeout(10.0)
-_METADATA_TIMEOUT = httpx.Timeout(3.0)
+_TOKEN_TIMEOUT = httpx2.Timeout(10.0)
+_METADATA_TIMEOUT = httpx2.Timeout(3.0)
 _MAX_SOURCES = 32
 _MAX_DETAIL = 300
 _SECRET_FIELDS = ("private_key", "private_key_id", "refresh_token", "client_secret")
@@ -266,7 +266,7 @@ class TokenSource:
         self._google: Any = None
         self._sent: set[str] = set()
 
-    async def token(self, client: httpx.AsyncClient, provider: str) -> str:
+    async def token(self, client: httpx2.AsyncClient, provider: str) -> str:
         if self._token is not None and self._clock() < self._refresh_at:
             return self._token
         task = self._inflight
@@ -286,7 +286,7 @@ class TokenSource:
         found = [str(info[f]) for f in _SECRET_FIELDS if isinstance(info.get(f), str) and info[f]]
         return tuple(found + sorted(self._sent) + ([self._token] if self._token else []))
 
-    async def _refresh(self, client: httpx.AsyncClient, provider: str) -> str:
+    async def _refresh(self, client: httpx2.AsyncClient, provider: str) -> str:
         if self.credential.metadata_host is not None:
             token, lifetime = await self._from_metadata(self.credential.metadata_host, provider)
         else:
@@ -297,7 +297,7 @@ class TokenSource:
 
     # ----- google-auth (service account, authorized user), in a worker thread -----------------------------------
 
-    def _from_google_auth(self, client: httpx.AsyncClient, provider: str) -> tuple[str, float]:
+    def _from_google_auth(self, client: httpx2.AsyncClient, provider: str) -> tuple[str, float]:
         if self._google is None:
             self._google = self._build_google(provider)
         from google.auth import exceptions  # installed: _build_google checked that
@@ -307,7 +307,7 @@ class TokenSource:
             self._google.refresh(_Bridge(client, self._sent))
         except exceptions.RefreshError as exc:
             raise self._refused(exc, provider) from None
-        except (exceptions.TransportError, httpx.HTTPError) as exc:
+        except (exceptions.TransportError, httpx2.HTTPError) as exc:
             raise GoogleAuthError(
                 f"{provider}: the Google token endpoint cannot be reached ({type(exc).__name__}); check the network "
                 "or [upstream] proxy",
@@ -377,7 +377,7 @@ class TokenSource:
         base = f"http://{host}/computeMetadata/v1"
         headers = {"metadata-flavor": "Google"}
         # Its own client: the metadata server is link-local, never reached through [upstream] proxy.
-        async with httpx.AsyncClient(trust_env=False, timeout=_METADATA_TIMEOUT) as client:
+        async with httpx2.AsyncClient(trust_env=False, timeout=_METADATA_TIMEOUT) as client:
             try:
                 response = await client.get(
                     f"{base}/instance/service-accounts/default/token",
@@ -388,7 +388,7 @@ class TokenSource:
                     project = await client.get(f"{base}/project/project-id", headers=headers)
                     if project.status_code == 200 and project.text.strip():
                         self.project = project.text.strip()
-            except httpx.HTTPError as exc:
+            except httpx2.HTTPError as exc:
                 raise GoogleAuthError(
                     f"{provider}: the metadata server at {escape_controls(host)} cannot be reached "
                     f"({type(exc).__name__}); outside Google Cloud, set GOOGLE_APPLICATION_CREDENTIALS",
@@ -427,11 +427,11 @@ class _BridgeResponse:
 
 
 class _Bridge:
-    """google-auth's ``transport.Request`` interface over the sidecar's ``httpx.AsyncClient``: called in the worker
+    """google-auth's ``transport.Request`` interface over the sidecar's ``httpx2.AsyncClient``: called in the worker
     thread, each request runs on the event loop, through the client's pool and ``[upstream] proxy``. It remembers the
     secret form fields it sends, so that no message can echo them."""
 
-    def __init__(self, client: httpx.AsyncClient, sent: set[str]) -> None:
+    def __init__(self, client: httpx2.AsyncClient, sent: set[str]) -> None:
         self._client = client
         self._sent = sent
 
@@ -447,11 +447,11 @@ class _Bridge:
         if body:
             fields = parse_qsl(body.decode("utf-8", errors="replace"))
             self._sent.update(value for name, value in fields if name in _SENT_SECRET_FIELDS and value)
-        limit = httpx.Timeout(timeout) if timeout else _TOKEN_TIMEOUT
+        limit = httpx2.Timeout(timeout) if timeout else _TOKEN_TIMEOUT
         return anyio.from_thread.run(self._send, url, method, body, dict(headers or {}), limit)
 
     async def _send(
-        self, url: str, method: str, body: bytes | None, headers: dict[str, str], limit: httpx.Timeout
+        self, url: str, method: str, body: bytes | None, headers: dict[str, str], limit: httpx2.Timeout
     ) -> _BridgeResponse:
         response = await self._client.request(method, url, content=body, headers=headers, timeout=limit)
         return _BridgeResponse(response.status_code, response.headers, response.content)

@@ -11,7 +11,7 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 
-import httpx
+import httpx2
 import orjson
 from httpx_sse import ServerSentEvent
 
@@ -66,14 +66,14 @@ _ERROR_STATUS = {  # an in-stream error's type -> the HTTP status Anthropic give
 _CACHE_CONTROL: dict[str, dict[str, str] | None] = {"none": None, "long": {"type": "ephemeral", "ttl": "1h"}}
 
 
-async def stream(call: UpstreamCall, client: httpx.AsyncClient) -> AsyncIterator[Delta]:
+async def stream(call: UpstreamCall, client: httpx2.AsyncClient) -> AsyncIterator[Delta]:
     """Send ``call`` to the Messages API and yield its stream as deltas."""
     body, thinking = _build_body(call)
     url = f"{call.model.base_url.rstrip('/')}/v1/messages"
     parser = AnthropicEventParser(secrets_of(call))
     async with open_stream(client, call, url, headers=build_headers(call, thinking), json_body=orjson.dumps(body)) as r:
-        # A local, so the event iterator outlives the drain: abandoned at message_stop and finalized early, it
-        # would close the connection before open_stream drains it back to the pool.
+        # Abandoned at message_stop: open_stream's drain finishes the body (base.body_chunks) so the connection is
+        # pooled, whenever this iterator is finalized.
         events = iter_sse(r, call.model.provider)
         async for sse in events:
             for delta in parser.feed(sse):

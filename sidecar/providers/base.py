@@ -17,6 +17,7 @@ parallel tool calls work.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import email.utils
 import time
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping
@@ -26,8 +27,9 @@ from typing import Any, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
 import anyio
-import httpx
-from httpx_sse import EventSource, ServerSentEvent, SSEError
+import httpx2
+from httpx_sse import ServerSentEvent
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder  # not re-exported; pinned as for sidecar/relay.py
 
 from client.types import Context
 from sidecar.errors import (
@@ -138,7 +140,7 @@ class UpstreamCall:
         return f"UpstreamCall(model={self.model.full_id!r}, session_id={self.session_id!r}, api_key=***)"
 
 
-StreamFn = Callable[[UpstreamCall, httpx.AsyncClient], AsyncIterator[Delta]]
+StreamFn = Callable[[UpstreamCall, httpx2.AsyncClient], AsyncIterator[Delta]]
 
 # ----- helpers every adapter uses ---------------------------------------------------------------------------------
 
@@ -188,7 +190,7 @@ _MAX_DRAIN_BYTES = 64 * 1024
 _DRAIN_SECONDS = 1.0
 
 
-def _retry_after_seconds(headers: httpx.Headers) -> float | None:
+def _retry_after_seconds(headers: httpx2.Headers) -> float | None:
     """``retry-after-ms``, ``retry-after`` (seconds or HTTP date), as OpenAI and Anthropic send them."""
     raw_ms = headers.get("retry-after-ms")
     if raw_ms:
@@ -211,26 +213,51 @@ def _backoff_delay(attempt: int, retry_after: float | None, cap: float) -> float
     return min(delay, cap) if cap > 0 else delay
 
 
-async def _drain(response: httpx.Response) -> None:
+# Every reader of a 2xx upstream body takes the body's one byte iterator from here, so that the drain *continues* it
+# instead of abandoning it. httpx2's ``aiter_bytes`` closes the response when its generator is closed or finalized;
+# an iterator abandoned at the terminal event and finalized before the drain would drop a connection that only had
+# the chunked terminator left to read. Keyed by ``id``: the entry lives exactly as long as ``open_stream``'s response.
+_BODIES: dict[int, AsyncIterator[bytes]] = {}
+
+
+def body_chunks(response: httpx2.Response) -> AsyncIterator[bytes]:
+    """The decoded body of a response ``open_stream`` yielded, as one shared iterator (see ``_BODIES``)."""
+    chunks = _BODIES.get(id(response))
+    if chunks is None:
+        chunks = _BODIES[id(response)] = response.aiter_bytes()
+    return chunks
+
+
+async def body_text(response: httpx2.Response) -> AsyncIterator[str]:
+    """``body_chunks`` as text. SSE is UTF-8 whatever the header says; a character split across chunks is kept."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    async for chunk in body_chunks(response):
+        if text := decoder.decode(chunk):
+            yield text
+    if tail := decoder.decode(b"", final=True):
+        yield tail
+
+
+async def _drain(response: httpx2.Response) -> None:
     """Read what follows the terminal event (the chunked terminator, a trailing newline) so the connection goes
     back to the pool: adapters stop at ``message_stop``/``[DONE]``, and closing a response with unread bytes closes
-    its socket, which would cost a new TCP+TLS handshake on the next stream's first token."""
-    stream = response.stream
-    if response.is_closed or not isinstance(stream, httpx.AsyncByteStream):
+    its socket, which would cost a new TCP+TLS handshake on the next stream's first token. The body's own iterator
+    is read to its end, which releases the connection; past the byte or time bound the caller's close drops it."""
+    if response.is_closed:
         return
+    chunks = body_chunks(response)
     try:
         with anyio.move_on_after(_DRAIN_SECONDS):
             size = 0
-            # The SSE reader already consumed the response's iterator; the byte stream continues where it stopped.
-            async for chunk in stream:
+            async for chunk in chunks:
                 size += len(chunk)
                 if size > _MAX_DRAIN_BYTES:
                     break
-    except httpx.HTTPError:
+    except httpx2.HTTPError:
         pass  # the connection is simply not reused
 
 
-async def _read_error_body(response: httpx.Response) -> str:
+async def _read_error_body(response: httpx2.Response) -> str:
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
@@ -243,13 +270,13 @@ async def _read_error_body(response: httpx.Response) -> str:
 
 @asynccontextmanager
 async def open_stream(
-    client: httpx.AsyncClient,
+    client: httpx2.AsyncClient,
     call: UpstreamCall,
     url: str,
     *,
     headers: Mapping[str, str],
     json_body: bytes,
-) -> AsyncIterator[httpx.Response]:
+) -> AsyncIterator[httpx2.Response]:
     """POST ``json_body`` and yield the 2xx streaming response; raise ``UpstreamStatusError`` otherwise.
 
     Retries 408/409/429/5xx/529 and connection failures up to ``call.max_retries`` times *before any byte of the
@@ -257,7 +284,7 @@ async def open_stream(
     """
     cap_ms = call.options.get("maxRetryDelayMs", 60_000)
     cap = float(cap_ms) / 1000.0 if isinstance(cap_ms, int | float) else 60.0
-    timeout = httpx.Timeout(connect=10.0, read=call.first_byte_timeout, write=30.0, pool=10.0)
+    timeout = httpx2.Timeout(connect=10.0, read=call.first_byte_timeout, write=30.0, pool=10.0)
     attempt = 0
     while True:
         request = client.build_request("POST", url, headers=headers, content=json_body, timeout=timeout)
@@ -284,20 +311,27 @@ async def open_stream(
             error = UpstreamStatusError(response.status_code, body, retry_after, secrets)
         finally:
             await response.aclose()
+            _BODIES.pop(id(response), None)
         if response.status_code not in _RETRY_STATUSES or attempt >= call.max_retries:
             raise error
         await asyncio.sleep(_backoff_delay(attempt, retry_after, cap))
         attempt += 1
 
 
-async def iter_sse(response: httpx.Response, provider: str) -> AsyncIterator[ServerSentEvent]:
-    """The response body as SSE events (httpx-sse: CR/LF/CRLF, multi-line data, comments skipped)."""
-    try:
-        with map_transport_errors(provider):
-            async for event in EventSource(response).aiter_sse():
-                yield event
-    except SSEError:
+async def iter_sse(response: httpx2.Response, provider: str) -> AsyncIterator[ServerSentEvent]:
+    """The response body as SSE events (CR/LF/CRLF, multi-line data, comments skipped), read from ``body_text`` so
+    the drain can finish the body after the caller stops at its terminal event."""
+    if "text/event-stream" not in response.headers.get("content-type", "").partition(";")[0]:
         # A 200 that is not text/event-stream: a server that ignored `stream: true` and answered with JSON.
         raise UpstreamProtocolError(
             f"{provider}: expected an event stream, got {response.headers.get('content-type', 'no content type')}"
-        ) from None
+        )
+    lines, decoder = SSELineDecoder(), SSEDecoder()
+    with map_transport_errors(provider):
+        async for text in body_text(response):
+            for line in lines.decode(text):
+                if (event := decoder.decode(line)) is not None:
+                    yield event
+    for line in lines.flush():
+        if (event := decoder.decode(line)) is not None:
+            yield event

@@ -27,7 +27,7 @@ from types import ModuleType
 from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
-import httpx
+import httpx2
 import orjson
 
 from sidecar.cloud import aws
@@ -52,6 +52,7 @@ from sidecar.providers.base import (
     ToolCallDelta,
     UpstreamCall,
     UsageUpdate,
+    body_chunks,
     open_stream,
 )
 from sidecar.providers.history import repair_tool_history
@@ -163,7 +164,7 @@ _BOTOCORE_MODULES = ("auth", "awsrequest", "credentials", "eventstream")
 # ----- the call ---------------------------------------------------------------------------------------------------
 
 
-async def stream(call: UpstreamCall, client: httpx.AsyncClient) -> AsyncIterator[Delta]:
+async def stream(call: UpstreamCall, client: httpx2.AsyncClient) -> AsyncIterator[Delta]:
     """Send ``call`` to ConverseStream and yield its stream as deltas."""
     modules = botocore()
     if not call.api_key:
@@ -200,7 +201,7 @@ async def stream(call: UpstreamCall, client: httpx.AsyncClient) -> AsyncIterator
 async def _authorize(
     call: UpstreamCall,
     credential: aws.AwsCredential,
-    client: httpx.AsyncClient,
+    client: httpx2.AsyncClient,
     url: str,
     payload: bytes,
     region: str,
@@ -277,7 +278,7 @@ def endpoint_url(model: ModelSpec, region: str) -> str:
     return f"{base}/model/{model_id}/converse-stream"
 
 
-def _check_content_type(response: httpx.Response, provider: str) -> None:
+def _check_content_type(response: httpx2.Response, provider: str) -> None:
     kind = response.headers.get("content-type", "")
     # A proxy may label the frames application/octet-stream; JSON or text is a server that did not stream.
     if "json" in kind or kind.startswith("text/"):
@@ -294,12 +295,12 @@ class EventMessage(Protocol):
     def payload(self) -> bytes: ...
 
 
-async def iter_messages(response: httpx.Response, provider: str, eventstream: ModuleType) -> AsyncIterator[Any]:
+async def iter_messages(response: httpx2.Response, provider: str, eventstream: ModuleType) -> AsyncIterator[Any]:
     """The response body as event-stream messages (botocore's ``EventStreamBuffer``: prelude and message CRCs)."""
     buffer = eventstream.EventStreamBuffer()
     try:
         with map_transport_errors(provider):
-            async for chunk in response.aiter_bytes():
+            async for chunk in body_chunks(response):
                 buffer.add_data(chunk)
                 for message in buffer:
                     yield message

@@ -25,7 +25,7 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import httpx2
 
 from sidecar.cloud.google import GoogleAuthError, TokenSource, token_source
 from sidecar.errors import ConfigError, UpstreamStatusError
@@ -37,7 +37,7 @@ _LOCATION = re.compile(r"[a-z][a-z0-9-]{0,62}")
 _PRIORITY_HEADER = "x-vertex-ai-llm-shared-request-type"
 
 
-async def stream(call: UpstreamCall, client: httpx.AsyncClient) -> AsyncIterator[Delta]:
+async def stream(call: UpstreamCall, client: httpx2.AsyncClient) -> AsyncIterator[Delta]:
     """Send ``call`` to Vertex AI and yield its stream as deltas."""
     provider = call.model.provider
     if not call.api_key:
@@ -60,7 +60,7 @@ async def stream(call: UpstreamCall, client: httpx.AsyncClient) -> AsyncIterator
 
 
 def _attempt(
-    call: UpstreamCall, client: httpx.AsyncClient, url: str, source: TokenSource, token: str
+    call: UpstreamCall, client: httpx2.AsyncClient, url: str, source: TokenSource, token: str
 ) -> AsyncIterator[Delta]:
     # The token is the credential this request carries: open_stream and the parser redact it from upstream errors.
     sent = replace(call, api_key=token)

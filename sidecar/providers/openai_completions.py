@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 
-import httpx
+import httpx2
 import orjson
 from httpx_sse import ServerSentEvent
 
@@ -381,7 +381,7 @@ def parse_completion(data: Any, provider: str, secrets: tuple[str, ...] = ()) ->
     return deltas
 
 
-async def stream(call: UpstreamCall, client: httpx.AsyncClient) -> AsyncIterator[Delta]:
+async def stream(call: UpstreamCall, client: httpx2.AsyncClient) -> AsyncIterator[Delta]:
     """Stream one Chat Completions generation as deltas (see ``sidecar.providers.base``)."""
     provider = call.model.provider
     url = endpoint(call, "/chat/completions")  # the base URL, and Azure's URL shape when its compat says so

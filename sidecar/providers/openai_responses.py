@@ -19,7 +19,7 @@ import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 from httpx_sse import ServerSentEvent
 
@@ -65,7 +65,7 @@ def secrets_of(call: UpstreamCall) -> tuple[str, ...]:
     return (call.api_key,) if call.api_key else ()
 
 
-async def stream(call: UpstreamCall, client: httpx.AsyncClient) -> AsyncIterator[Delta]:
+async def stream(call: UpstreamCall, client: httpx2.AsyncClient) -> AsyncIterator[Delta]:
     """Send ``call`` to the Responses API and yield its stream as deltas."""
     url = endpoint(call, "/responses")  # the base URL, and Azure's URL shape when its compat says so
     body = orjson.dumps(request_body(call))

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
-import httpx
+import httpx2
 import pytest
 
 from client.types import Context, zero_usage
@@ -62,7 +62,7 @@ def make_call(
 async def run(call: UpstreamCall) -> tuple[list[Delta], UpstreamError | None]:
     """Every delta the adapter yields, and the error it raised (if any)."""
     deltas: list[Delta] = []
-    async with httpx.AsyncClient() as client:
+    async with httpx2.AsyncClient() as client:
         try:
             async for delta in stream(call, client):
                 deltas.append(delta)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 import openai
 import orjson
 import pytest
@@ -305,7 +306,7 @@ def test_a_deployment_id_stays_one_path_segment(model_id: str, path: str) -> Non
     """Model ids come from requests: none may reach another path of the resource with the injected key."""
     url = endpoint(_call(model_id, base_path="/openai", deployment_path=True), "/chat/completions")
     assert url == f"https://res.openai.azure.com{path}"
-    assert httpx.Request("POST", url).url.raw_path == path.encode()  # as httpx sends it, dot segments unresolved
+    assert httpx2.Request("POST", url).url.raw_path == path.encode()  # as httpx2 sends it, dot segments unresolved
 
 
 def test_endpoint_leaves_other_providers_urls_alone() -> None:

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote
 
 import httpx
+import httpx2
 import orjson
 import pytest
 
@@ -122,7 +123,7 @@ def make_call(
 
 async def collect(call: UpstreamCall) -> tuple[list[Delta], Exception | None]:
     deltas: list[Delta] = []
-    async with httpx.AsyncClient() as client:
+    async with httpx2.AsyncClient() as client:
         try:
             async for delta in bedrock_converse_stream.stream(call, client):
                 deltas.append(delta)

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import httpx
+import httpx2
 import orjson
 import pytest
 
@@ -78,7 +79,7 @@ def up(upstream: FakeUpstream) -> FakeUpstream:
 
 async def collect(call: UpstreamCall) -> tuple[list[Delta], Exception | None]:
     deltas: list[Delta] = []
-    async with httpx.AsyncClient() as client:
+    async with httpx2.AsyncClient() as client:
         try:
             async for delta in google_generative_ai.stream(call, client):
                 deltas.append(delta)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -93,7 +94,7 @@ def envelope(doc: dict[str, str], **defaults: str) -> str:
 
 async def collect(call: UpstreamCall) -> tuple[list[Delta], Exception | None]:
     deltas: list[Delta] = []
-    async with httpx.AsyncClient(trust_env=False) as client:
+    async with httpx2.AsyncClient(trust_env=False) as client:
         try:
             async for delta in google_vertex.stream(call, client):
                 deltas.append(delta)

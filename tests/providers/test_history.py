@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
+import httpx2
 
 from client.types import Message
 from sidecar.models import ModelSpec
@@ -68,7 +68,7 @@ async def test_both_wire_apis_receive_a_result_for_every_call() -> None:
             Reply.sse(fixture_bytes("anthropic-messages/text-basic-padded.sse")),
             Reply.sse(fixture_bytes("openai-chat-completions/text-basic-include-usage.sse")),
         )
-        async with httpx.AsyncClient() as client:
+        async with httpx2.AsyncClient() as client:
             for module, api, base in (
                 (anthropic_messages, "anthropic-messages", up.url),
                 (openai_completions, "openai-completions", up.url + "/v1"),

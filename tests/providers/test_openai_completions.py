@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from sidecar.errors import UpstreamProtocolError, UpstreamStatusError, UpstreamStreamError
@@ -64,13 +64,13 @@ def make_call(
 
 
 async def collect(call: UpstreamCall) -> list[Delta]:
-    async with httpx.AsyncClient() as client:
+    async with httpx2.AsyncClient() as client:
         return [delta async for delta in openai_completions.stream(call, client)]
 
 
 async def collect_until_error(call: UpstreamCall) -> tuple[list[Delta], Exception | None]:
     deltas: list[Delta] = []
-    async with httpx.AsyncClient() as client:
+    async with httpx2.AsyncClient() as client:
         try:
             async for delta in openai_completions.stream(call, client):
                 deltas.append(delta)

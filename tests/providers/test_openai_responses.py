@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import httpx2
 import orjson
 import pytest
 from httpx_sse import ServerSentEvent
@@ -60,7 +61,7 @@ def make_call(
 
 async def collect(call: UpstreamCall) -> tuple[list[Delta], Exception | None]:
     deltas: list[Delta] = []
-    async with httpx.AsyncClient() as client:
+    async with httpx2.AsyncClient() as client:
         try:
             async for delta in openai_responses.stream(call, client):
                 deltas.append(delta)
