@@ -1,10 +1,10 @@
 """A/B the sidecar under bench-only what-if patches: interleaved rounds of ``bench/run.py --targets sidecar``.
 
-    .venv/bin/python bench/compare.py                                   # plain, sniffio, drain; 3 rounds
-    .venv/bin/python bench/compare.py --rounds 3 plain drain sniffio+drain log-warning
+    .venv/bin/python bench/compare.py                                   # plain and sniffio; 3 rounds
+    .venv/bin/python bench/compare.py --rounds 3 plain sniffio log-warning
 
-A configuration is ``plain`` or what-ifs joined with ``+`` (see bench/profile_sidecar.py: ``sniffio``,
-``drain``), plus ``log-warning`` (``SIDECAR_LOG_LEVEL=warning``, a real setting, no patch). Every round runs every
+A configuration is ``plain`` or what-ifs joined with ``+`` (see bench/profile_sidecar.py: ``sniffio``),
+plus ``log-warning`` (``SIDECAR_LOG_LEVEL=warning``, a real setting, no patch). Every round runs every
 configuration once, in order, so slow drifts of the machine hit all of them alike; the table shows medians.
 """
 
@@ -48,7 +48,7 @@ def fmt(value: float | None, digits: int = 0) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("configs", nargs="*", default=["plain", "sniffio", "drain"])
+    parser.add_argument("configs", nargs="*", default=["plain", "sniffio"])
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3, at most 10)")
     parser.add_argument("--duration", type=float, default=6.0, help="time cap of each c=50 run (default 6 s)")
     parser.add_argument("--requests", type=int, default=500, help="requests per c=1 run (default 500)")

@@ -17,9 +17,9 @@ every switch interval, so samples pile up on system calls: it shows *which* sysc
 overstates their share. Samples whose innermost Python frame is the event loop's ``run`` are time in C (uvloop I/O,
 idle waiting).
 
-What-ifs (to measure a suggested fix without editing the sidecar). Two earlier ones landed and were removed:
-``lean-sse`` (the sidecar's own SSE response, ``sidecar/sse_response.py``) and ``httpx2`` (the upstream client);
-bench/README.md keeps their figures.
+What-ifs (to measure a suggested fix without editing the sidecar). Three earlier ones landed and were removed:
+``lean-sse`` (the sidecar's own SSE response, ``sidecar/sse_response.py``), ``httpx2`` (the upstream client) and
+``drain`` (``providers.base._drain``); bench/README.md keeps their figures.
 
 * ``sniffio``: put an in-memory copy of sniffio 1.3.1's API and detection logic in ``sys.modules`` before anything
   is imported (what ``pip install sniffio`` would do). httpcore 1.0.9 runs ``import sniffio`` every time it sets up
@@ -27,10 +27,6 @@ bench/README.md keeps their figures.
   time and searches ``sys.path`` on disk (~30-40 us per attempt, 7 per stream here). Upstream: encode/httpcore
   discussion #1102 and PR #1103; anyio PR #1021. With sniffio present, anyio also routes its own backend detection
   through it, so this measures the net effect.
-* ``drain``: read the rest of the upstream body after ``message_stop`` before closing the response. The Anthropic
-  adapter returns on ``message_stop`` while the terminating chunk (``0\\r\\n\\r\\n``) is still unread, so h11 is not
-  DONE, httpcore closes the connection instead of pooling it, and every stream opens a new upstream TCP connection
-  (a new TLS handshake against the real API). The mock's ``/stats`` counts the connections.
 """
 
 from __future__ import annotations
@@ -49,7 +45,6 @@ import time
 import types
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 _PREFIXES = ("/site-packages/", str(ROOT) + "/", sysconfig.get_paths()["stdlib"] + "/")
@@ -188,42 +183,13 @@ def sniffio_module() -> types.ModuleType:
     return module
 
 
-def drain_upstream() -> None:
-    """Read the rest of the upstream body (after ``message_stop``) before the response is closed."""
-    from contextlib import asynccontextmanager
-
-    import anyio
-
-    import sidecar.providers.anthropic_messages as adapter
-
-    original = adapter.open_stream
-
-    @asynccontextmanager
-    async def open_stream(*args: Any, **kwargs: Any) -> Any:
-        async with original(*args, **kwargs) as response:
-            try:
-                yield response
-            finally:
-                # Normally only the terminating chunk is left; bounded in time in case upstream stalls.
-                with anyio.move_on_after(1.0):
-                    try:
-                        async for _ in response.stream:  # type: ignore[union-attr]
-                            pass
-                    except Exception:
-                        pass
-
-    adapter.open_stream = open_stream  # type: ignore[assignment]
-
-
-WHAT_IFS = ("sniffio", "drain")
+WHAT_IFS = ("sniffio",)
 
 
 def apply_what_if(name: str) -> None:
     if name == "sniffio":
         # Before anything imports anyio or httpcore, so both see it exactly as if sniffio were installed.
         sys.modules["sniffio"] = sniffio_module()
-    elif name == "drain":
-        drain_upstream()
     else:
         raise SystemExit(f"unknown what-if {name!r}")
 

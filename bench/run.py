@@ -834,6 +834,19 @@ def minus(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
+def paired_ratios(pairs: list[tuple[RunResult, RunResult]]) -> tuple[list[float], list[float], list[float]]:
+    """Per pair (a, b) of runs from the same repeat: a/b req/s, a/b gateway CPU per stream, a-b TTFT p50 (ms),
+    each sorted."""
+    rps = sorted(a.rps / b.rps for a, b in pairs)
+    cpu = sorted(
+        a.sidecar_cpu_us_per_stream / b.sidecar_cpu_us_per_stream
+        for a, b in pairs
+        if a.sidecar_cpu_us_per_stream and b.sidecar_cpu_us_per_stream
+    )
+    ttft = sorted(d for a, b in pairs if (d := minus(a.ttft_ms["p50"], b.ttft_ms["p50"])) is not None)
+    return rps, cpu, ttft
+
+
 def signed(ms: float | None) -> str:
     return "-" if ms is None else f"{ms:+.2f} ms"
 
@@ -856,13 +869,7 @@ def paired(all_runs: list[RunResult]) -> tuple[list[str], dict[str, Any]]:
             pairs = [(g[name], g["sidecar"]) for g in groups if name in g and g["sidecar"].rps]
             if len(pairs) < 2:
                 continue
-            rps = sorted(route.rps / pi.rps for route, pi in pairs)
-            cpu = sorted(
-                route.sidecar_cpu_us_per_stream / pi.sidecar_cpu_us_per_stream
-                for route, pi in pairs
-                if route.sidecar_cpu_us_per_stream and pi.sidecar_cpu_us_per_stream
-            )
-            ttft = sorted(d for route, pi in pairs if (d := minus(route.ttft_ms["p50"], pi.ttft_ms["p50"])) is not None)
+            rps, cpu, ttft = paired_ratios(pairs)
             entry = out[f"{name}_c{c}"] = {
                 "repeats": len(pairs),
                 "rps_vs_pi": {"median": middle(rps), "min": rps[0], "max": rps[-1]},
@@ -876,13 +883,7 @@ def paired(all_runs: list[RunResult]) -> tuple[list[str], dict[str, Any]]:
             )
         pairs = [(g["sidecar"], g["omp"]) for g in groups if "omp" in g and g["omp"].rps]
         if len(pairs) >= 2:
-            rps = sorted(side.rps / omp.rps for side, omp in pairs)
-            cpu = sorted(
-                side.sidecar_cpu_us_per_stream / omp.sidecar_cpu_us_per_stream
-                for side, omp in pairs
-                if side.sidecar_cpu_us_per_stream and omp.sidecar_cpu_us_per_stream
-            )
-            ttft = sorted(d for side, omp in pairs if (d := minus(side.ttft_ms["p50"], omp.ttft_ms["p50"])) is not None)
+            rps, cpu, ttft = paired_ratios(pairs)
             entry = out[f"sidecar_vs_omp_c{c}"] = {
                 "repeats": len(pairs),
                 "rps": {"median": middle(rps), "min": rps[0], "max": rps[-1]},
