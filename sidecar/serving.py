@@ -104,8 +104,6 @@ class GenerationService:
         fmt: IngressFormat,
         caller: Caller,
         ingress: IngressRequest,
-        *,
-        extra_headers: dict[str, str] | None = None,
     ) -> Response:
         """Run ``ingress`` for ``caller`` and answer in ``fmt``: an SSE stream or one JSON body."""
         started_ms = now_ms()
@@ -167,7 +165,6 @@ class GenerationService:
                 ),
             )
             ids = {"x-generation-id": generation_id, "x-request-id": generation_id, "request-id": generation_id}
-            ids.update(extra_headers or {})
             if ingress.stream:
                 if fmt.prime:
                     try:
