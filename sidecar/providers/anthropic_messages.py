@@ -26,6 +26,7 @@ from sidecar.providers.base import (
     ToolCallDelta,
     UpstreamCall,
     UsageUpdate,
+    event_object,
     iter_sse,
     open_stream,
 )
@@ -114,12 +115,7 @@ class AnthropicEventParser:
     def feed(self, sse: ServerSentEvent) -> tuple[Delta, ...]:
         if not sse.data:
             return _NOTHING
-        try:
-            data = orjson.loads(sse.data)
-        except orjson.JSONDecodeError:
-            raise UpstreamProtocolError(f"Anthropic sent unparseable data in a {sse.event!r} event") from None
-        if not isinstance(data, dict):
-            raise UpstreamProtocolError(f"Anthropic sent a non-object {sse.event!r} event")
+        data = event_object(sse.data, "Anthropic", event=sse.event)
         # The payload's own "type" is authoritative; some Anthropic-compatible proxies omit `event:` lines.
         kind = data.get("type")
 

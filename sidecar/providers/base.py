@@ -28,6 +28,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import anyio
 import httpx2
+import orjson
 from httpx_sse import ServerSentEvent
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder  # not re-exported; pinned as for sidecar/relay.py
 
@@ -316,6 +317,23 @@ async def open_stream(
             raise error
         await asyncio.sleep(_backoff_delay(attempt, retry_after, cap))
         attempt += 1
+
+
+def event_object(
+    data: str | bytes, provider: str, *, event: str | None = None, stream: str = "the stream"
+) -> dict[str, Any]:
+    """One event's JSON payload, which every wire API sends as an object; ``UpstreamProtocolError`` otherwise, naming
+    the provider and the event by its name (``event``) or its stream (``"the Gemini stream"``). The names are
+    formatted only on failure: this runs once per event."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        where = stream if event is None else f"a {event!r} event"
+        raise UpstreamProtocolError(f"{provider}: unparseable data in {where}") from None
+    if not isinstance(value, dict):
+        where = stream if event is None else f"a {event!r} event"
+        raise UpstreamProtocolError(f"{provider}: a JSON value that is not an object in {where}")
+    return value
 
 
 async def iter_sse(response: httpx2.Response, provider: str) -> AsyncIterator[ServerSentEvent]:

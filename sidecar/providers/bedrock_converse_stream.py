@@ -53,6 +53,7 @@ from sidecar.providers.base import (
     UpstreamCall,
     UsageUpdate,
     body_chunks,
+    event_object,
     open_stream,
 )
 from sidecar.providers.history import repair_tool_history
@@ -354,12 +355,8 @@ class ConverseStreamParser:
         kind = headers.get(":message-type", "event")
         if kind != "event":
             raise self._exception(kind, headers, message.payload)
-        try:
-            data = orjson.loads(message.payload) if message.payload else {}
-        except orjson.JSONDecodeError:
-            raise UpstreamProtocolError(f"{self.provider}: unparseable {headers.get(':event-type')!r} event") from None
-        if not isinstance(data, dict):
-            raise UpstreamProtocolError(f"{self.provider}: a non-object {headers.get(':event-type')!r} event")
+        payload = message.payload
+        data = event_object(payload, self.provider, event=headers.get(":event-type")) if payload else {}
         try:
             return self._event(headers.get(":event-type"), data)
         except (AttributeError, TypeError) as exc:  # a list or string where an object belongs

@@ -66,6 +66,7 @@ from sidecar.providers.base import (
     UpstreamCall,
     UsageUpdate,
     body_text,
+    event_object,
     open_stream,
 )
 from sidecar.providers.history import repair_tool_history
@@ -611,12 +612,7 @@ class GeminiStreamParser:
     def feed(self, sse: ServerSentEvent) -> Sequence[Delta]:
         if not sse.data:
             return _NOTHING
-        try:
-            chunk = orjson.loads(sse.data)
-        except orjson.JSONDecodeError:
-            raise UpstreamProtocolError(f"{self.provider}: unparseable data in the Gemini stream") from None
-        if not isinstance(chunk, dict):
-            raise UpstreamProtocolError(f"{self.provider}: a non-object chunk in the Gemini stream")
+        chunk = event_object(sse.data, self.provider, stream="the Gemini stream")
         try:
             return self.feed_chunk(chunk)
         except (AttributeError, TypeError, LookupError) as exc:  # a list or string where an object belongs

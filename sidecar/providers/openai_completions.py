@@ -26,6 +26,7 @@ from sidecar.providers.base import (
     UpstreamCall,
     UsageUpdate,
     endpoint,
+    event_object,
     iter_sse,
     open_stream,
 )
@@ -287,12 +288,7 @@ class ChatCompletionsParser:
         if data == "[DONE]":
             self.done = True
             return []
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamProtocolError(f"{self.provider}: invalid JSON in the OpenAI-compatible stream") from None
-        if not isinstance(chunk, dict):
-            raise UpstreamProtocolError(f"{self.provider}: unexpected event in the OpenAI-compatible stream")
+        chunk = event_object(data, self.provider, stream="the OpenAI-compatible stream")
         error = chunk.get("error")
         if isinstance(error, Mapping):  # OpenAI SDK shape; OpenRouter also sends it beside `choices`
             raise _stream_error(self.provider, error, self._secrets)

@@ -36,6 +36,7 @@ from sidecar.providers.base import (
     UpstreamCall,
     UsageUpdate,
     endpoint,
+    event_object,
     iter_sse,
     open_stream,
 )
@@ -348,12 +349,7 @@ class ResponsesEventParser:
     def feed(self, sse: ServerSentEvent) -> Sequence[Delta]:
         if not sse.data:
             return _NOTHING
-        try:
-            data = orjson.loads(sse.data)
-        except orjson.JSONDecodeError:
-            raise UpstreamProtocolError(f"{self.provider}: unparseable data in a {sse.event!r} event") from None
-        if not isinstance(data, dict):
-            raise UpstreamProtocolError(f"{self.provider}: a non-object {sse.event!r} event")
+        data = event_object(sse.data, self.provider, event=sse.event)
         try:
             return self._event(data)
         except (AttributeError, TypeError) as exc:  # a list or string where an object belongs

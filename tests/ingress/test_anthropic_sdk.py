@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.fakeupstream import FakeUpstream, Reply, fixture_bytes
+from tests.ingress.upstream import anthropic_reply, assert_no_bearer_upstream, openai_reply
 from tests.sidecar_server import (
     ANTHROPIC_CANARY,
     OPENAI_CANARY,
@@ -57,20 +58,6 @@ def client(sidecar: RunningSidecar) -> Iterator[anthropic.Anthropic]:
     """``api_key``: the 2.x SDK sends it as ``Authorization: Bearer``."""
     with anthropic.Anthropic(base_url=sidecar.url, api_key=TOKEN, max_retries=0) as sdk:
         yield sdk
-
-
-def anthropic_reply(name: str, split: int | None = 7) -> Reply:
-    return Reply.sse(fixture_bytes(f"anthropic-messages/{name}"), split=split)
-
-
-def openai_reply(name: str, split: int | None = 7) -> Reply:
-    return Reply.sse(fixture_bytes(f"openai-chat-completions/{name}"), split=split)
-
-
-def assert_no_bearer_upstream(upstream: FakeUpstream) -> None:
-    assert upstream.received
-    for received in upstream.received:
-        assert TOKEN not in json.dumps(received.headers) and TOKEN.encode() not in received.body
 
 
 def assert_anthropic_upstream(upstream: FakeUpstream, path: str = "/v1/messages") -> dict[str, Any]:

@@ -17,6 +17,7 @@ import openai
 import pytest
 
 from tests.fakeupstream import FakeUpstream, Reply, fixture_bytes
+from tests.ingress.upstream import anthropic_reply, assert_no_bearer_upstream, openai_reply
 from tests.sidecar_server import (
     ANTHROPIC_CANARY,
     OPENAI_CANARY,
@@ -43,19 +44,6 @@ ASK: Any = [{"role": "system", "content": "Be brief."}, {"role": "user", "conten
 def client(sidecar: RunningSidecar) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=f"{sidecar.url}/v1", api_key=TOKEN, max_retries=0) as sdk:
         yield sdk
-
-
-def anthropic_reply(name: str, split: int | None = 7) -> Reply:
-    return Reply.sse(fixture_bytes(f"anthropic-messages/{name}"), split=split)
-
-
-def openai_reply(name: str, split: int | None = 7) -> Reply:
-    return Reply.sse(fixture_bytes(f"openai-chat-completions/{name}"), split=split)
-
-
-def assert_no_bearer_upstream(upstream: FakeUpstream) -> None:
-    for received in upstream.received:
-        assert TOKEN not in json.dumps(received.headers) and TOKEN.encode() not in received.body
 
 
 def test_streamed_tool_call_through_an_anthropic_upstream(

@@ -18,6 +18,7 @@ import pytest
 
 from sidecar.ingress.openai_responses_output import ResponseStore
 from tests.fakeupstream import FakeUpstream, Reply, fixture_bytes
+from tests.ingress.upstream import anthropic_reply, assert_no_bearer_upstream, openai_reply
 from tests.sidecar_server import ANTHROPIC_CANARY, OPENAI_CANARY, TOKEN, RunningSidecar, generation_row
 
 SONNET = "anthropic/claude-sonnet-4-5"
@@ -37,19 +38,11 @@ def client(sidecar: RunningSidecar) -> Iterator[openai.OpenAI]:
         yield sdk
 
 
-def anthropic_reply(name: str, split: int | None = 7) -> Reply:
-    return Reply.sse(fixture_bytes(f"anthropic-messages/{name}"), split=split)
-
-
-def openai_reply(name: str, split: int | None = 7) -> Reply:
-    return Reply.sse(fixture_bytes(f"openai-chat-completions/{name}"), split=split)
-
-
 def assert_keys_in_place(upstream: FakeUpstream, header: str, canary: str) -> None:
     """The provider key reached the provider, in its header; the workload bearer never left the sidecar."""
     for received in upstream.received:
         assert canary in received.headers[header]
-        assert TOKEN not in json.dumps(received.headers) and TOKEN.encode() not in received.body
+    assert_no_bearer_upstream(upstream)
 
 
 def raw_events(sidecar: RunningSidecar, body: dict[str, Any]) -> tuple[httpx.Response, list[dict[str, Any]]]:
