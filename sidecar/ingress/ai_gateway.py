@@ -30,7 +30,7 @@ from sidecar.config import Limits
 from sidecar.errors import BadRequest
 from sidecar.identifiers import check_model_id, shown
 from sidecar.ingress.base import IngressFormat, IngressRequest
-from sidecar.ingress.common import assistant_turn, fail, json_object, tool_result
+from sidecar.ingress.common import assistant_turn, fail, json_object, pi_tool, tool_result
 from sidecar.ledger.record import Attribution
 from sidecar.models import ModelSpec
 from sidecar.request import session_id_for
@@ -306,20 +306,7 @@ def _tools(raw: Any) -> list[dict[str, Any]]:
                 f"is a {shown(str(tool.get('type')))} tool ({shown(str(tool.get('id')))}): this sidecar runs "
                 "function tools only; provider-defined tools (web search, code execution …) are not supported",
             )
-        name, schema = tool.get("name"), tool.get("inputSchema")
-        if not isinstance(name, str) or not name:
-            raise fail(f"{where}.name", "must be a non-empty string")
-        if not isinstance(schema, dict):
-            raise fail(f"{where}.inputSchema", "must be a JSON Schema object")
-        description = tool.get("description")
-        out: dict[str, Any] = {
-            "name": name,
-            "description": description if isinstance(description, str) else "",
-            "parameters": schema,
-        }
-        if isinstance(tool.get("strict"), bool):
-            out["strict"] = tool["strict"]
-        tools.append(out)
+        tools.append(pi_tool(tool, where, "inputSchema", schema_required=True))
     return tools
 
 

@@ -23,7 +23,7 @@ from sidecar.config import Limits
 from sidecar.errors import BadRequest
 from sidecar.identifiers import check_text
 from sidecar.ingress.base import IngressFormat, IngressRequest
-from sidecar.ingress.common import assistant_turn, fail, json_object, model_field, sse_event, tool_result
+from sidecar.ingress.common import assistant_turn, fail, json_object, model_field, pi_tool, sse_event, tool_result
 from sidecar.ledger.record import MAX_ID_LENGTH, Attribution
 from sidecar.models import ModelSpec
 from sidecar.request import session_id_for
@@ -214,16 +214,9 @@ def _tools(raw: Any) -> list[dict[str, Any]]:
             # A server tool (web_search_20250305, bash_20250124 …): Anthropic runs it; a translation to another
             # family cannot, so it is left out of the pi context (a relayed request keeps it).
             continue
-        schema = tool.get("input_schema")
-        if not isinstance(schema, dict):
-            raise fail(f"{where}.input_schema", 'must be a JSON Schema object such as {"type": "object"}')
-        description = tool.get("description", "")
-        if not isinstance(description, str):
+        if not isinstance(tool.get("description", ""), str):
             raise fail(f"{where}.description", "must be a string")
-        entry: dict[str, Any] = {"name": name, "description": description, "parameters": schema}
-        if isinstance(tool.get("strict"), bool):
-            entry["strict"] = tool["strict"]
-        out.append(entry)
+        out.append(pi_tool(tool, where, "input_schema", schema_required=True))
     return out
 
 

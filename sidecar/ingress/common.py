@@ -112,3 +112,27 @@ def image_from_url(url: str) -> dict[str, Any]:
         if encoding == "base64" and data:
             return {"type": "image", "data": data, "mimeType": mime or "image/png"}
     return {"type": "image", "url": url, "data": "", "mimeType": ""}
+
+
+_EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
+
+
+def pi_tool(spec: dict[str, Any], where: str, schema_field: str, *, schema_required: bool) -> dict[str, Any]:
+    """A function tool as pi takes it (``{name, description, parameters, strict?}``) from ``spec``: the format's tool
+    object (OpenAI Chat's ``function``), whose JSON Schema is under ``schema_field``. A format whose schema is
+    required refuses a missing one; the others get an empty object schema."""
+    name = spec.get("name")
+    if not isinstance(name, str) or not name:
+        raise fail(f"{where}.name", "must be a non-empty string")
+    schema = spec.get(schema_field)
+    if not isinstance(schema, dict) and (schema_required or schema is not None):
+        raise fail(f"{where}.{schema_field}", 'must be a JSON Schema object such as {"type": "object"}')
+    description = spec.get("description")
+    tool: dict[str, Any] = {
+        "name": name,
+        "description": description if isinstance(description, str) else "",
+        "parameters": schema if schema is not None else dict(_EMPTY_SCHEMA),
+    }
+    if isinstance(spec.get("strict"), bool):
+        tool["strict"] = spec["strict"]
+    return tool

@@ -29,6 +29,7 @@ from sidecar.ingress.common import (
     openai_error,
     openai_error_body,
     optional,
+    pi_tool,
     tool_result,
 )
 from sidecar.ledger.record import Attribution
@@ -191,20 +192,7 @@ def _tools(raw: Any) -> list[dict[str, Any]]:
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(function, dict):
             raise fail(f"tools[{i}]", 'must be {"type": "function", "function": {"name", "parameters"}}')
-        name = function.get("name")
-        if not isinstance(name, str) or not name:
-            raise fail(f"tools[{i}].function.name", "must be a non-empty string")
-        parameters = function.get("parameters")
-        if parameters is not None and not isinstance(parameters, dict):
-            raise fail(f"tools[{i}].function.parameters", "must be a JSON Schema object")
-        converted: dict[str, Any] = {
-            "name": name,
-            "description": function.get("description") or "",
-            "parameters": parameters or {"type": "object", "properties": {}},
-        }
-        if isinstance(function.get("strict"), bool):
-            converted["strict"] = function["strict"]
-        tools.append(converted)
+        tools.append(pi_tool(function, f"tools[{i}].function", "parameters", schema_required=False))
     return tools
 
 

@@ -45,6 +45,7 @@ from sidecar.ingress.common import (
     model_field,
     openai_error_body,
     optional,
+    pi_tool,
     tool_result,
 )
 from sidecar.ingress.openai_responses_output import (
@@ -384,18 +385,7 @@ def _tools(raw: Any, choice: Any, refusals: _Refusals) -> tuple[list[dict[str, A
                 "function tools only; remove it (or disable it in the client)"
             )
             continue
-        name = tool.get("name")
-        if not isinstance(name, str) or not name:
-            raise BadRequest(f"`tools[{i}].name` must be a non-empty string")
-        parameters = tool.get("parameters")
-        if parameters is not None and not isinstance(parameters, dict):
-            raise BadRequest(f"`tools[{i}].parameters` must be a JSON Schema object")
-        description = tool.get("description")
-        entry: dict[str, Any] = {"name": name, "description": description if isinstance(description, str) else ""}
-        entry["parameters"] = parameters or {"type": "object", "properties": {}}
-        if isinstance(tool.get("strict"), bool):
-            entry["strict"] = tool["strict"]
-        tools.append(entry)
+        tools.append(pi_tool(tool, f"tools[{i}]", "parameters", schema_required=False))
     return _tool_choice(choice, tools, refusals)
 
 
