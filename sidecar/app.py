@@ -1,12 +1,12 @@
 """The ASGI app: ``create_app(settings, transport=...)``. Handlers are thin; the work is in ``stream``/``providers``.
 
-The lifespan owns the one shared ``httpx2.AsyncClient`` (TCP_NODELAY, pooled keep-alive); tests inject a transport.
+The lifespan owns the one shared ``httpx2.AsyncClient`` on aiohttp's pool (``upstream_transport``); tests may inject
+a transport.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from . import __version__
 from .admission import Admission
@@ -28,13 +28,14 @@ from .gateway_routes import gateway_router
 from .ingress_routes import ingress_router
 from .ledger import Ledger, ledger_for
 from .ledger.budget import Budgets
-from .pi_routes import pi_router
+from .model_routes import ModelRoutes
 from .realtime.routes import RealtimeGateway, realtime_router, realtime_socket_router
 from .realtime.tokens import store_for as token_store_for
 from .registry import ModelRegistry
 from .responses import CORS_HEADERS, error_response, json_response
 from .serving import ClientGone, GenerationService
 from .stream import Outcome
+from .upstream_transport import AiohttpTransport
 
 log = logging.getLogger("sidecar")
 
@@ -106,11 +107,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        upstream_transport = transport or httpx2.AsyncHTTPTransport(
-            limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30.0),
-            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-            proxy=settings.upstream_proxy,
-        )
+        upstream_transport = transport or AiohttpTransport(proxy=settings.upstream_proxy)
         await ledger.start()
         try:
             await realtime.tokens.open()
@@ -126,7 +123,7 @@ def create_app(
         finally:
             await ledger.stop()  # after the server stopped taking requests: every finished generation is written
 
-    app = FastAPI(
+    app = SidecarApp(
         title="pi-sidecar", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
 
@@ -177,8 +174,7 @@ def create_app(
     app.include_router(realtime_socket_router(realtime))
     app.state.realtime = realtime
     app.state.admission = admission
-    if settings.path_prefix:
-        app.add_middleware(StripPathPrefix, prefix=settings.path_prefix)
+    app.path_prefix = settings.path_prefix
 
     service = GenerationService(
         settings=settings,
@@ -190,7 +186,7 @@ def create_app(
         client=lambda: state["client"],
         on_finish=on_finish,
     )
-    app.include_router(pi_router(service))
+    app.model_routes = ModelRoutes(service)
     app.include_router(ingress_router(service))
     app.include_router(ai_gateway_router(service))  # GET <base>/config: before the catch-all no_route
 
@@ -223,23 +219,33 @@ def create_public_app(private: FastAPI) -> FastAPI:
     return app
 
 
-class StripPathPrefix:
-    """Serve every route both at the root and under ``prefix`` (``/sidecar/v1/pi/stream`` = ``/v1/pi/stream``).
+class SidecarApp(FastAPI):
+    """FastAPI, with the model routes served before its middleware stack and router (``sidecar.model_routes``), and
+    every route answering both at the root and under ``path_prefix`` (``/sidecar/v1/pi/stream`` =
+    ``/v1/pi/stream``).
 
-    The AI Gateway client resolves ``/v1/generation``, ``/v1/credits`` and ``/v1/report`` against the origin of
-    its base URL, so those must keep answering at the root when the rest is reached through a prefix.
+    The AI Gateway client resolves ``/v1/generation``, ``/v1/credits`` and ``/v1/report`` against the origin of its
+    base URL, so those must keep answering at the root when the rest is reached through a prefix.
     """
 
-    def __init__(self, app: ASGIApp, prefix: str) -> None:
-        self.app = app
-        self.prefix = prefix
+    model_routes: ModelRoutes | None = None
+    path_prefix: str = ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket"):
-            path: str = scope["path"]
-            if path == self.prefix or path.startswith(self.prefix + "/"):
-                scope = {**scope, "path": path[len(self.prefix) :] or "/"}
-                raw: bytes | None = scope.get("raw_path")
-                if raw is not None and raw.startswith(self.prefix.encode()):
-                    scope["raw_path"] = raw[len(self.prefix) :] or b"/"
-        await self.app(scope, receive, send)
+        if self.path_prefix and scope["type"] in ("http", "websocket"):
+            scope = without_prefix(scope, self.path_prefix)
+        if self.model_routes is not None and (fmt := self.model_routes.match(scope)) is not None:
+            await self.model_routes.serve(fmt, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def without_prefix(scope: Scope, prefix: str) -> Scope:
+    path: str = scope["path"]
+    if path != prefix and not path.startswith(prefix + "/"):
+        return scope
+    scope = {**scope, "path": path[len(prefix) :] or "/"}
+    raw: bytes | None = scope.get("raw_path")
+    if raw is not None and raw.startswith(prefix.encode()):
+        scope["raw_path"] = raw[len(prefix) :] or b"/"
+    return scope

@@ -1,9 +1,5 @@
-"""The model routes of the other wire formats (OpenAI Chat and Responses, Anthropic Messages, the AI SDK Gateway
-language-model protocol) and ``GET /v1/models``: each is a row of ``ROUTES`` served by ``GenerationService``.
-
-Paths match without their query (Claude Code posts ``/v1/messages?beta=true``). Every refusal, including a wrong
-bearer, is in the route's own error shape.
-"""
+"""The model routes' cold neighbours: ``GET /v1/models`` (one body both families' SDKs read) and ``POST
+/v1/messages/count_tokens``. The routes that run a generation are ``sidecar.model_routes``."""
 
 from __future__ import annotations
 
@@ -13,28 +9,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from .errors import SidecarError
-from .ingress import FORMATS
-from .ingress.base import IngressFormat
 from .responses import json_response
 from .serving import GenerationService
-
-ROUTES: tuple[tuple[str, str], ...] = (
-    ("/v1/chat/completions", "openai-chat"),
-    ("/chat/completions", "openai-chat"),  # an OpenAI base URL set without its /v1
-    ("/v1/responses", "openai-responses"),
-    ("/responses", "openai-responses"),  # an OpenAI base URL set without its /v1
-    ("/language-model", "ai-gateway"),
-    ("/{base:path}/language-model", "ai-gateway"),  # @ai-sdk/gateway appends it to any baseURL (/v4/ai …)
-    ("/v1/messages", "anthropic-messages"),
-)
-"""``(path, format name)``: the POST routes that run one generation in that format."""
 
 
 def ingress_router(service: GenerationService) -> APIRouter:
     router = APIRouter()
-    for path, name in ROUTES:
-        if name in FORMATS:
-            router.add_api_route(path, _generation_route(service, FORMATS[name]), methods=["POST"])
     from .count_tokens import count_tokens_router  # POST /v1/messages/count_tokens
 
     router.include_router(count_tokens_router(service))
@@ -59,18 +39,6 @@ def ingress_router(service: GenerationService) -> APIRouter:
         return json_response(body)
 
     return router
-
-
-def _generation_route(service: GenerationService, fmt: IngressFormat) -> Any:
-    async def route(request: Request) -> Response:
-        try:
-            caller, ingress = await service.read_request(request, fmt)
-            return await service.serve(request, fmt, caller, ingress)
-        except SidecarError as exc:
-            return service.error(fmt, exc)
-
-    route.__name__ = f"{fmt.name.replace('-', '_')}_route"
-    return route
 
 
 _EPOCH_ISO = "1970-01-01T00:00:00Z"

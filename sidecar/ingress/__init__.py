@@ -1,6 +1,6 @@
 """The ingress table: one module per client wire format, each exposing ``FORMAT`` (``sidecar.ingress.base``).
 
-Adding a format means one module here, one row in ``FORMATS`` and its paths in ``sidecar.ingress_routes.ROUTES``.
+Adding a format means one module here, one row in ``FORMATS`` and its paths in ``sidecar.model_routes.ROUTES``.
 """
 
 from __future__ import annotations
