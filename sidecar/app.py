@@ -1,7 +1,6 @@
-"""The ASGI app: ``create_app(settings, transport=...)``. Handlers are thin; the work is in ``stream``/``providers``.
+"""The ASGI app: ``create_app(settings)``. Handlers are thin; the work is in ``stream``/``providers``.
 
-The lifespan owns the one shared ``httpx2.AsyncClient`` on aiohttp's pool (``upstream_transport``); tests may inject
-a transport.
+The lifespan owns the one shared upstream client (``sidecar.upstream``: aiohttp's pool); tests may inject their own.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import httpx2
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -32,10 +30,10 @@ from .model_routes import ModelRoutes
 from .realtime.routes import RealtimeGateway, realtime_router, realtime_socket_router
 from .realtime.tokens import store_for as token_store_for
 from .registry import ModelRegistry
-from .responses import CORS_HEADERS, error_response, json_response
+from .responses import PREFLIGHT_HEADERS, error_response, json_response
 from .serving import ClientGone, GenerationService
 from .stream import Outcome
-from .upstream_transport import AiohttpTransport
+from .upstream import Upstream
 
 log = logging.getLogger("sidecar")
 
@@ -73,12 +71,12 @@ class _DenialResponseNoise(logging.Filter):
 def create_app(
     settings: Settings,
     *,
-    transport: httpx2.AsyncBaseTransport | None = None,
+    upstream: Upstream | None = None,
     on_finish: Callable[[str, Caller, Outcome], None] = log_outcome,
     ledger: Ledger | None = None,
 ) -> FastAPI:
-    """``on_finish`` observes every generation once (after it is handed to the ledger); tests inject ``transport``
-    and may pass their own ``ledger``."""
+    """``on_finish`` observes every generation once (after it is handed to the ledger); tests may inject the
+    ``upstream`` client and their own ``ledger``."""
     # uvicorn hands its "uvicorn.error" logger to websockets, which logs every handshake header at DEBUG (the realtime
     # client secret rides in Sec-WebSocket-Protocol) and every frame (the user's words). Never below INFO.
     uvicorn_log = logging.getLogger("uvicorn.error")
@@ -103,18 +101,15 @@ def create_app(
     realtime = RealtimeGateway(
         settings, auth, registry, token_store_for(settings.realtime.token_store_url), ledger, budgets
     )
-    state: dict[str, httpx2.AsyncClient] = {}
+    state: dict[str, Upstream] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        upstream_transport = transport or AiohttpTransport(proxy=settings.upstream_proxy)
         await ledger.start()
         try:
             await realtime.tokens.open()
             try:
-                async with httpx2.AsyncClient(
-                    transport=upstream_transport, trust_env=False, follow_redirects=False
-                ) as client:
+                async with upstream or Upstream(proxy=settings.upstream_proxy) as client:
                     state["client"] = client
                     yield
             finally:
@@ -156,7 +151,7 @@ def create_app(
 
     @app.options("/{path:path}")
     async def preflight(path: str) -> Response:
-        return Response(status_code=204, headers=CORS_HEADERS)
+        return Response(status_code=204, headers=PREFLIGHT_HEADERS)
 
     @app.get("/healthz")
     async def healthz() -> Response:

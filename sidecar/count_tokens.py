@@ -74,7 +74,7 @@ async def _forward(
         headers["x-api-key"] = key  # set last: nothing the caller sends replaces the injected credential
     url = f"{model.base_url.rstrip('/')}/v1/messages/count_tokens"
     with map_transport_errors(model.provider):
-        response = await service.client().post(url, content=orjson.dumps(body), headers=headers)
+        response = await service.client().http.post(url, content=orjson.dumps(body), headers=headers)
     secrets = (key,) if key else ()
     if response.is_success:
         try:

@@ -35,7 +35,6 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-import httpx2
 import orjson
 from fastapi.responses import Response
 from httpx_sse import ServerSentEvent
@@ -69,6 +68,7 @@ from .providers.base import (
 from .redaction import redact_json
 from .responses import CORS_HEADERS, json_response
 from .stream import EventTimeouts, SilentEncoder
+from .upstream import Upstream
 
 MAX_JSON_BYTES = 32 * 1024 * 1024
 """A non-streaming reply larger than this is refused (502): it is held whole before it is answered."""
@@ -268,7 +268,7 @@ class Relay:
         body = orjson.dumps(family.body(self._body, call, self.streaming))
         return endpoint(call, family.path), headers, body
 
-    async def _stream(self, call: UpstreamCall, client: httpx2.AsyncClient) -> AsyncIterator[Delta]:
+    async def _stream(self, call: UpstreamCall, client: Upstream) -> AsyncIterator[Delta]:
         family = self._family
         # The parser first: the format's error event reads it, for a failure in building the request too.
         parser = self._parser = family.parser(call)
@@ -307,7 +307,7 @@ class Relay:
         for delta in last:
             yield delta
 
-    async def _json(self, call: UpstreamCall, client: httpx2.AsyncClient) -> AsyncIterator[Delta]:
+    async def _json(self, call: UpstreamCall, client: Upstream) -> AsyncIterator[Delta]:
         url, headers, body = self._post(call, "application/json")
         try:
             async with open_stream(client, call, url, headers=headers, json_body=body) as response:

@@ -11,15 +11,20 @@ from .errors import SidecarError, Unauthorized
 
 CORS_HEADERS = {
     "access-control-allow-origin": "*",
+    "access-control-expose-headers": "x-generation-id, x-request-id, request-id",
+}
+"""On every response: a browser reads only these outside a preflight, and each header costs the server per response."""
+PREFLIGHT_HEADERS = {
+    **CORS_HEADERS,
     "access-control-allow-methods": "GET, POST, OPTIONS",
     "access-control-allow-headers": "authorization, x-api-key, x-goog-api-key, content-type, accept, "
     "x-omp-install-id, x-omp-hostname, x-omp-app, anthropic-beta, anthropic-version, "
     "anthropic-dangerous-direct-browser-access, openai-organization, openai-project, openai-beta, "
     "ai-language-model-specification-version, ai-language-model-id, ai-language-model-streaming, "
     "ai-gateway-protocol-version, ai-gateway-auth-method",
-    "access-control-expose-headers": "x-generation-id, x-request-id, request-id",
     "access-control-max-age": "86400",
 }
+"""The answer to a CORS preflight (``OPTIONS``): what a browser may send, and for how long it may remember that."""
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no", **CORS_HEADERS}
 _JSON_HEADERS = {"cache-control": "no-store", **CORS_HEADERS}
 

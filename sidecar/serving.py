@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx2
 from fastapi import Request
 from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
@@ -37,6 +36,7 @@ from .registry import ModelRegistry
 from .responses import SSE_HEADERS, json_response
 from .sse_response import SseResponse
 from .stream import EventTimeouts, Generation, Outcome, SilentEncoder
+from .upstream import Upstream
 
 T = TypeVar("T")
 log = logging.getLogger("sidecar")
@@ -84,7 +84,7 @@ class GenerationService:
     ledger: Ledger
     budgets: Budgets
     admission: Admission
-    client: Callable[[], httpx2.AsyncClient]
+    client: Callable[[], Upstream]
     on_finish: Callable[[str, Caller, Outcome], None]
 
     def error(self, fmt: IngressFormat, exc: SidecarError) -> Response:

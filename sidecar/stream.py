@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import anyio
-import httpx2
 import orjson
 
 from client.types import AssistantMessage, StopReason, zero_usage
@@ -41,6 +40,7 @@ from .providers.base import (
     UpstreamCall,
     UsageUpdate,
 )
+from .upstream import Upstream
 
 log = logging.getLogger("sidecar.stream")
 
@@ -379,7 +379,7 @@ class Generation:
 
     call: UpstreamCall
     stream_fn: StreamFn
-    client: httpx2.AsyncClient
+    client: Upstream
     timeouts: EventTimeouts
     on_finish: Callable[[Outcome], None]
     encoder: Encoder | None = None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx2
 import orjson
 import pytest
 
@@ -12,6 +11,7 @@ from sidecar.models import ModelSpec, Pricing
 from sidecar.providers import echo
 from sidecar.providers.base import BlockEnd, Finish, TextDelta, ThinkingDelta, ToolCallDelta, UpstreamCall, UsageUpdate
 from sidecar.stream import EventTimeouts, Generation, MessageAssembler, Outcome
+from sidecar.upstream import Upstream
 
 MODEL = ModelSpec(provider="p", id="m", api="x", base_url="", pricing=Pricing(3, 15, 0.3, 3.75))
 
@@ -80,7 +80,7 @@ async def test_a_client_gone_at_the_start_frame_is_still_recorded_once() -> None
     outcomes: list[Outcome] = []
     context: Any = {"messages": [{"role": "user", "content": "a b c", "timestamp": 1}]}
     call = UpstreamCall(model=MODEL, context=context, options={}, api_key=None, session_id="s")
-    async with httpx2.AsyncClient() as client:
+    async with Upstream() as client:
         generation = Generation(call, echo.stream, client, EventTimeouts(None, None), outcomes.append)
         frames = generation.frames()
         first = await anext(frames)

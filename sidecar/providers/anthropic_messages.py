@@ -11,7 +11,6 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 
-import httpx2
 import orjson
 from httpx_sse import ServerSentEvent
 
@@ -31,6 +30,7 @@ from sidecar.providers.base import (
     open_stream,
 )
 from sidecar.providers.history import repair_tool_history
+from sidecar.upstream import Upstream
 
 _API_VERSION = "2023-06-01"
 _INTERLEAVED_THINKING_BETA = "interleaved-thinking-2025-05-14"
@@ -67,7 +67,7 @@ _ERROR_STATUS = {  # an in-stream error's type -> the HTTP status Anthropic give
 _CACHE_CONTROL: dict[str, dict[str, str] | None] = {"none": None, "long": {"type": "ephemeral", "ttl": "1h"}}
 
 
-async def stream(call: UpstreamCall, client: httpx2.AsyncClient) -> AsyncIterator[Delta]:
+async def stream(call: UpstreamCall, client: Upstream) -> AsyncIterator[Delta]:
     """Send ``call`` to the Messages API and yield its stream as deltas."""
     body, thinking = _build_body(call)
     url = f"{call.model.base_url.rstrip('/')}/v1/messages"

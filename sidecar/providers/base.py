@@ -41,6 +41,7 @@ from sidecar.errors import (
     map_transport_errors,
 )
 from sidecar.models import ModelSpec
+from sidecar.upstream import Upstream, UpstreamResponse, client_timeout
 
 # ----- deltas: what an adapter yields ---------------------------------------------------------------------------
 
@@ -141,7 +142,7 @@ class UpstreamCall:
         return f"UpstreamCall(model={self.model.full_id!r}, session_id={self.session_id!r}, api_key=***)"
 
 
-StreamFn = Callable[[UpstreamCall, httpx2.AsyncClient], AsyncIterator[Delta]]
+StreamFn = Callable[[UpstreamCall, Upstream], AsyncIterator[Delta]]
 
 # ----- helpers every adapter uses ---------------------------------------------------------------------------------
 
@@ -191,7 +192,7 @@ _MAX_DRAIN_BYTES = 64 * 1024
 _DRAIN_SECONDS = 1.0
 
 
-def _retry_after_seconds(headers: httpx2.Headers) -> float | None:
+def _retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """``retry-after-ms``, ``retry-after`` (seconds or HTTP date), as OpenAI and Anthropic send them."""
     raw_ms = headers.get("retry-after-ms")
     if raw_ms:
@@ -214,22 +215,13 @@ def _backoff_delay(attempt: int, retry_after: float | None, cap: float) -> float
     return min(delay, cap) if cap > 0 else delay
 
 
-# Every reader of a 2xx upstream body takes the body's one byte iterator from here, so that the drain *continues* it
-# instead of abandoning it. httpx2's ``aiter_bytes`` closes the response when its generator is closed or finalized;
-# an iterator abandoned at the terminal event and finalized before the drain would drop a connection that only had
-# the chunked terminator left to read. Keyed by ``id``: the entry lives exactly as long as ``open_stream``'s response.
-_BODIES: dict[int, AsyncIterator[bytes]] = {}
+def body_chunks(response: UpstreamResponse) -> AsyncIterator[bytes]:
+    """The body of a response ``open_stream`` yielded, as its one shared iterator: the drain *continues* it after a
+    reader stopped at the terminal event, instead of abandoning the connection with the chunked terminator unread."""
+    return response.chunks()
 
 
-def body_chunks(response: httpx2.Response) -> AsyncIterator[bytes]:
-    """The decoded body of a response ``open_stream`` yielded, as one shared iterator (see ``_BODIES``)."""
-    chunks = _BODIES.get(id(response))
-    if chunks is None:
-        chunks = _BODIES[id(response)] = response.aiter_bytes()
-    return chunks
-
-
-async def body_text(response: httpx2.Response) -> AsyncIterator[str]:
+async def body_text(response: UpstreamResponse) -> AsyncIterator[str]:
     """``body_chunks`` as text. SSE is UTF-8 whatever the header says; a character split across chunks is kept."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     async for chunk in body_chunks(response):
@@ -239,7 +231,7 @@ async def body_text(response: httpx2.Response) -> AsyncIterator[str]:
         yield tail
 
 
-async def _drain(response: httpx2.Response) -> None:
+async def _drain(response: UpstreamResponse) -> None:
     """Read what follows the terminal event (the chunked terminator, a trailing newline) so the connection goes
     back to the pool: adapters stop at ``message_stop``/``[DONE]``, and closing a response with unread bytes closes
     its socket, which would cost a new TCP+TLS handshake on the next stream's first token. The body's own iterator
@@ -254,14 +246,14 @@ async def _drain(response: httpx2.Response) -> None:
                 size += len(chunk)
                 if size > _MAX_DRAIN_BYTES:
                     break
-    except httpx2.HTTPError:
+    except httpx2.HTTPError:  # as sidecar.upstream raises aiohttp's failures
         pass  # the connection is simply not reused
 
 
-async def _read_error_body(response: httpx2.Response) -> str:
+async def _read_error_body(response: UpstreamResponse) -> str:
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
+    async for chunk in response.chunks():
         chunks.append(chunk)
         size += len(chunk)
         if size >= _MAX_ERROR_BODY:
@@ -271,13 +263,13 @@ async def _read_error_body(response: httpx2.Response) -> str:
 
 @asynccontextmanager
 async def open_stream(
-    client: httpx2.AsyncClient,
+    client: Upstream,
     call: UpstreamCall,
     url: str,
     *,
     headers: Mapping[str, str],
     json_body: bytes,
-) -> AsyncIterator[httpx2.Response]:
+) -> AsyncIterator[UpstreamResponse]:
     """POST ``json_body`` and yield the 2xx streaming response; raise ``UpstreamStatusError`` otherwise.
 
     Retries 408/409/429/5xx/529 and connection failures up to ``call.max_retries`` times *before any byte of the
@@ -285,13 +277,12 @@ async def open_stream(
     """
     cap_ms = call.options.get("maxRetryDelayMs", 60_000)
     cap = float(cap_ms) / 1000.0 if isinstance(cap_ms, int | float) else 60.0
-    timeout = httpx2.Timeout(connect=10.0, read=call.first_byte_timeout, write=30.0, pool=10.0)
+    timeout = client_timeout(connect=10.0, read=call.first_byte_timeout, pool=10.0)
     attempt = 0
     while True:
-        request = client.build_request("POST", url, headers=headers, content=json_body, timeout=timeout)
         try:
             with map_transport_errors(call.model.provider):
-                response = await client.send(request, stream=True)
+                response = await client.post(url, headers, json_body, timeout)
         except UpstreamConnectError:
             # Not a timeout: waiting for a slow first byte again would only double the caller's wait.
             if attempt >= call.max_retries:
@@ -312,7 +303,6 @@ async def open_stream(
             error = UpstreamStatusError(response.status_code, body, retry_after, secrets)
         finally:
             await response.aclose()
-            _BODIES.pop(id(response), None)
         if response.status_code not in _RETRY_STATUSES or attempt >= call.max_retries:
             raise error
         await asyncio.sleep(_backoff_delay(attempt, retry_after, cap))
@@ -336,7 +326,7 @@ def event_object(
     return value
 
 
-async def iter_sse(response: httpx2.Response, provider: str) -> AsyncIterator[ServerSentEvent]:
+async def iter_sse(response: UpstreamResponse, provider: str) -> AsyncIterator[ServerSentEvent]:
     """The response body as SSE events (CR/LF/CRLF, multi-line data, comments skipped), read from ``body_text`` so
     the drain can finish the body after the caller stops at its terminal event."""
     if "text/event-stream" not in response.headers.get("content-type", "").partition(";")[0]:

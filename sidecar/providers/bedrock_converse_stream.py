@@ -27,7 +27,6 @@ from types import ModuleType
 from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
-import httpx2
 import orjson
 
 from sidecar.cloud import aws
@@ -57,6 +56,7 @@ from sidecar.providers.base import (
     open_stream,
 )
 from sidecar.providers.history import repair_tool_history
+from sidecar.upstream import Upstream, UpstreamResponse
 
 API = "bedrock-converse-stream"
 SERVICE = "bedrock"
@@ -165,7 +165,7 @@ _BOTOCORE_MODULES = ("auth", "awsrequest", "credentials", "eventstream")
 # ----- the call ---------------------------------------------------------------------------------------------------
 
 
-async def stream(call: UpstreamCall, client: httpx2.AsyncClient) -> AsyncIterator[Delta]:
+async def stream(call: UpstreamCall, client: Upstream) -> AsyncIterator[Delta]:
     """Send ``call`` to ConverseStream and yield its stream as deltas."""
     modules = botocore()
     if not call.api_key:
@@ -202,7 +202,7 @@ async def stream(call: UpstreamCall, client: httpx2.AsyncClient) -> AsyncIterato
 async def _authorize(
     call: UpstreamCall,
     credential: aws.AwsCredential,
-    client: httpx2.AsyncClient,
+    client: Upstream,
     url: str,
     payload: bytes,
     region: str,
@@ -216,7 +216,7 @@ async def _authorize(
     if keys is None:
         if credential.web_identity is None:  # parse() gives one of the three; this keeps mypy and -O honest
             raise MissingCredential(f"No AWS credential for provider {call.model.provider}: {aws.MISSING_HINT}")
-        keys = await aws.web_identity_keys(credential.web_identity, client, call.model.provider)
+        keys = await aws.web_identity_keys(credential.web_identity, client.http, call.model.provider)
     secrets = tuple(s for s in (keys.secret_access_key, keys.session_token) if s)
     return sign(url, headers, payload, keys, region), secrets
 
@@ -279,7 +279,7 @@ def endpoint_url(model: ModelSpec, region: str) -> str:
     return f"{base}/model/{model_id}/converse-stream"
 
 
-def _check_content_type(response: httpx2.Response, provider: str) -> None:
+def _check_content_type(response: UpstreamResponse, provider: str) -> None:
     kind = response.headers.get("content-type", "")
     # A proxy may label the frames application/octet-stream; JSON or text is a server that did not stream.
     if "json" in kind or kind.startswith("text/"):
@@ -296,7 +296,7 @@ class EventMessage(Protocol):
     def payload(self) -> bytes: ...
 
 
-async def iter_messages(response: httpx2.Response, provider: str, eventstream: ModuleType) -> AsyncIterator[Any]:
+async def iter_messages(response: UpstreamResponse, provider: str, eventstream: ModuleType) -> AsyncIterator[Any]:
     """The response body as event-stream messages (botocore's ``EventStreamBuffer``: prelude and message CRCs)."""
     buffer = eventstream.EventStreamBuffer()
     try:

@@ -10,7 +10,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx2
+from sidecar.upstream import Upstream
 
 from .base import Delta, Finish, ResponseInfo, TextDelta, UpstreamCall, UsageUpdate
 
@@ -29,7 +29,7 @@ def _estimate_tokens(text: str) -> int:
     return max(1, (len(text) + 3) // 4) if text else 0
 
 
-async def stream(call: UpstreamCall, client: httpx2.AsyncClient) -> AsyncIterator[Delta]:
+async def stream(call: UpstreamCall, client: Upstream) -> AsyncIterator[Delta]:
     messages = call.context["messages"]
     last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
     reply = _text_of(last_user.get("content")) if last_user else ""

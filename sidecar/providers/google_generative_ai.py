@@ -48,7 +48,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import quote
 
-import httpx2
 import orjson
 from httpx_sse import ServerSentEvent
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder  # not re-exported; pinned as for sidecar/relay.py
@@ -70,6 +69,7 @@ from sidecar.providers.base import (
     open_stream,
 )
 from sidecar.providers.history import repair_tool_history
+from sidecar.upstream import Upstream, UpstreamResponse
 
 # ----- vendor data ------------------------------------------------------------------------------------------------
 
@@ -147,7 +147,7 @@ def secrets_of(call: UpstreamCall) -> tuple[str, ...]:
 # ----- the adapter ------------------------------------------------------------------------------------------------
 
 
-async def stream(call: UpstreamCall, client: httpx2.AsyncClient) -> AsyncIterator[Delta]:
+async def stream(call: UpstreamCall, client: Upstream) -> AsyncIterator[Delta]:
     """Send ``call`` to the Gemini API and yield its stream as deltas."""
     model_path = quote(call.model.id, safe="")  # one path segment, whatever the requested id holds
     url = f"{call.model.base_url.rstrip('/')}/models/{model_path}:streamGenerateContent?alt=sse"
@@ -157,7 +157,7 @@ async def stream(call: UpstreamCall, client: httpx2.AsyncClient) -> AsyncIterato
 
 async def stream_request(
     call: UpstreamCall,
-    client: httpx2.AsyncClient,
+    client: Upstream,
     url: str,
     headers: Mapping[str, str],
     *,
@@ -181,7 +181,7 @@ async def stream_request(
         yield delta
 
 
-async def gemini_events(response: httpx2.Response, provider: str) -> AsyncIterator[ServerSentEvent]:
+async def gemini_events(response: UpstreamResponse, provider: str) -> AsyncIterator[ServerSentEvent]:
     """The body as SSE events, as ``base.iter_sse`` reads it, plus what an SSE reader drops: a JSON object written
     outside any ``data:`` field, as the Firebase SDKs model a Vertex failure after the first chunks (a pretty-printed
     ``{"error": …}``; PROVENANCE.md). Its lines, from one that starts with ``{`` (no field name does) to a blank line

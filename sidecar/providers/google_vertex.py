@@ -25,25 +25,24 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
-import httpx2
-
 from sidecar.cloud.google import GoogleAuthError, TokenSource, token_source
 from sidecar.errors import ConfigError, UpstreamStatusError
 from sidecar.providers import google_generative_ai as gemini
 from sidecar.providers.base import Delta, UpstreamCall
+from sidecar.upstream import Upstream
 
 _LOCATION = re.compile(r"[a-z][a-z0-9-]{0,62}")
 """A Google Cloud location (``us-central1``, ``europe-west4``, ``global``): it becomes part of a host name."""
 _PRIORITY_HEADER = "x-vertex-ai-llm-shared-request-type"
 
 
-async def stream(call: UpstreamCall, client: httpx2.AsyncClient) -> AsyncIterator[Delta]:
+async def stream(call: UpstreamCall, client: Upstream) -> AsyncIterator[Delta]:
     """Send ``call`` to Vertex AI and yield its stream as deltas."""
     provider = call.model.provider
     if not call.api_key:
         raise GoogleAuthError(f"{provider}: no Google credential was resolved", 401)
     source = token_source(call.api_key, provider)
-    token = await source.token(client, provider)
+    token = await source.token(client.http, provider)
     url = endpoint(call, source)
     started = False
     try:
@@ -54,14 +53,12 @@ async def stream(call: UpstreamCall, client: httpx2.AsyncClient) -> AsyncIterato
         if exc.status != 401 or started:
             raise
         source.invalidate(token)
-        token = await source.token(client, provider)
+        token = await source.token(client.http, provider)
         async for delta in _attempt(call, client, url, source, token):
             yield delta
 
 
-def _attempt(
-    call: UpstreamCall, client: httpx2.AsyncClient, url: str, source: TokenSource, token: str
-) -> AsyncIterator[Delta]:
+def _attempt(call: UpstreamCall, client: Upstream, url: str, source: TokenSource, token: str) -> AsyncIterator[Delta]:
     # The token is the credential this request carries: open_stream and the parser redact it from upstream errors.
     sent = replace(call, api_key=token)
     return gemini.stream_request(

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 
-import httpx2
 import orjson
 from httpx_sse import ServerSentEvent
 
@@ -31,6 +30,7 @@ from sidecar.providers.base import (
     open_stream,
 )
 from sidecar.providers.history import repair_tool_history
+from sidecar.upstream import Upstream
 
 _Reason = Literal["stop", "length", "toolUse"]
 
@@ -377,7 +377,7 @@ def parse_completion(data: Any, provider: str, secrets: tuple[str, ...] = ()) ->
     return deltas
 
 
-async def stream(call: UpstreamCall, client: httpx2.AsyncClient) -> AsyncIterator[Delta]:
+async def stream(call: UpstreamCall, client: Upstream) -> AsyncIterator[Delta]:
     """Stream one Chat Completions generation as deltas (see ``sidecar.providers.base``)."""
     provider = call.model.provider
     url = endpoint(call, "/chat/completions")  # the base URL, and Azure's URL shape when its compat says so

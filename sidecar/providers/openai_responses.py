@@ -19,7 +19,6 @@ import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-import httpx2
 import orjson
 from httpx_sse import ServerSentEvent
 
@@ -41,6 +40,7 @@ from sidecar.providers.base import (
     open_stream,
 )
 from sidecar.providers.history import repair_tool_history
+from sidecar.upstream import Upstream
 
 _EFFORTS = {"minimal": "minimal", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh"}
 _ERROR_STATUS = {  # an in-stream error's code (or type) -> the HTTP status OpenAI gives it before a stream starts
@@ -66,7 +66,7 @@ def secrets_of(call: UpstreamCall) -> tuple[str, ...]:
     return (call.api_key,) if call.api_key else ()
 
 
-async def stream(call: UpstreamCall, client: httpx2.AsyncClient) -> AsyncIterator[Delta]:
+async def stream(call: UpstreamCall, client: Upstream) -> AsyncIterator[Delta]:
     """Send ``call`` to the Responses API and yield its stream as deltas."""
     url = endpoint(call, "/responses")  # the base URL, and Azure's URL shape when its compat says so
     body = orjson.dumps(request_body(call))

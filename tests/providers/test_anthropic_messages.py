@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
-import httpx2
 import pytest
 
 from client.types import Context, zero_usage
@@ -25,6 +24,7 @@ from sidecar.providers.base import (
     UpstreamCall,
     UsageUpdate,
 )
+from sidecar.upstream import Upstream
 from tests.fakeupstream import FIXTURES, FakeUpstream, Reply, fixture_bytes
 
 CANARY = "sk-ant-canary-1234567890"
@@ -62,7 +62,7 @@ def make_call(
 async def run(call: UpstreamCall) -> tuple[list[Delta], UpstreamError | None]:
     """Every delta the adapter yields, and the error it raised (if any)."""
     deltas: list[Delta] = []
-    async with httpx2.AsyncClient() as client:
+    async with Upstream() as client:
         try:
             async for delta in stream(call, client):
                 deltas.append(delta)

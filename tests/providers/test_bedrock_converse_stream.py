@@ -24,7 +24,6 @@ from typing import Any
 from urllib.parse import parse_qs, quote
 
 import httpx
-import httpx2
 import orjson
 import pytest
 
@@ -44,6 +43,7 @@ from sidecar.providers import ADAPTERS, bedrock_converse_stream
 from sidecar.providers.base import Delta, Finish, ResponseInfo, UpstreamCall, UsageUpdate
 from sidecar.registry import ModelRegistry
 from sidecar.stream import MessageAssembler, SilentEncoder
+from sidecar.upstream import Upstream
 from tests.canaries import leaks
 from tests.conftest import pi_body, read_events
 from tests.fakeupstream import FIXTURES, FakeUpstream, Reply, fixture_bytes
@@ -123,7 +123,7 @@ def make_call(
 
 async def collect(call: UpstreamCall) -> tuple[list[Delta], Exception | None]:
     deltas: list[Delta] = []
-    async with httpx2.AsyncClient() as client:
+    async with Upstream() as client:
         try:
             async for delta in bedrock_converse_stream.stream(call, client):
                 deltas.append(delta)

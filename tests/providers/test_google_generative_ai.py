@@ -12,7 +12,6 @@ from typing import Any
 from urllib.parse import unquote
 
 import httpx
-import httpx2
 import orjson
 import pytest
 
@@ -21,6 +20,7 @@ from sidecar.models import ModelSpec, Pricing, load_builtin_catalog
 from sidecar.providers import ADAPTERS, google_generative_ai
 from sidecar.providers.base import Delta, Finish, ResponseInfo, TextDelta, UpstreamCall, UsageUpdate
 from sidecar.stream import MessageAssembler, SilentEncoder
+from sidecar.upstream import Upstream
 from tests.conftest import FAST_CONFIG, pi_body, read_events
 from tests.fakeupstream import FIXTURES, FakeUpstream, Reply, fixture_bytes
 from tests.sidecar_server import TOKEN, RunningSidecar, run_sidecar, sidecar_environ, write_config
@@ -79,7 +79,7 @@ def up(upstream: FakeUpstream) -> FakeUpstream:
 
 async def collect(call: UpstreamCall) -> tuple[list[Delta], Exception | None]:
     deltas: list[Delta] = []
-    async with httpx2.AsyncClient() as client:
+    async with Upstream() as client:
         try:
             async for delta in google_generative_ai.stream(call, client):
                 deltas.append(delta)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import httpx2
 import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -23,6 +22,7 @@ from sidecar.models import ModelSpec
 from sidecar.providers import ADAPTERS, google_vertex
 from sidecar.providers.base import Delta, UpstreamCall
 from sidecar.stream import MessageAssembler, SilentEncoder
+from sidecar.upstream import Upstream
 from tests.canaries import leaks
 from tests.conftest import pi_body, read_events
 from tests.fakeupstream import FakeUpstream, Reply, fixture_bytes
@@ -94,7 +94,7 @@ def envelope(doc: dict[str, str], **defaults: str) -> str:
 
 async def collect(call: UpstreamCall) -> tuple[list[Delta], Exception | None]:
     deltas: list[Delta] = []
-    async with httpx2.AsyncClient(trust_env=False) as client:
+    async with Upstream() as client:
         try:
             async for delta in google_vertex.stream(call, client):
                 deltas.append(delta)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx2
-
 from client.types import Message
 from sidecar.models import ModelSpec
 from sidecar.providers import anthropic_messages, openai_completions
 from sidecar.providers.base import UpstreamCall
 from sidecar.providers.history import NO_RESULT, repair_tool_history
+from sidecar.upstream import Upstream
 from tests.fakeupstream import FakeUpstream, Reply, fixture_bytes
 
 
@@ -68,7 +67,7 @@ async def test_both_wire_apis_receive_a_result_for_every_call() -> None:
             Reply.sse(fixture_bytes("anthropic-messages/text-basic-padded.sse")),
             Reply.sse(fixture_bytes("openai-chat-completions/text-basic-include-usage.sse")),
         )
-        async with httpx2.AsyncClient() as client:
+        async with Upstream() as client:
             for module, api, base in (
                 (anthropic_messages, "anthropic-messages", up.url),
                 (openai_completions, "openai-completions", up.url + "/v1"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx2
 import pytest
 
 from sidecar.errors import UpstreamProtocolError, UpstreamStatusError, UpstreamStreamError
@@ -21,6 +20,7 @@ from sidecar.providers.base import (
     UpstreamCall,
     UsageUpdate,
 )
+from sidecar.upstream import Upstream
 from tests.fakeupstream import FIXTURES, FakeUpstream, Reply, fixture_bytes
 
 CANARY = "sk-canary-0123456789abcdef"
@@ -64,13 +64,13 @@ def make_call(
 
 
 async def collect(call: UpstreamCall) -> list[Delta]:
-    async with httpx2.AsyncClient() as client:
+    async with Upstream() as client:
         return [delta async for delta in openai_completions.stream(call, client)]
 
 
 async def collect_until_error(call: UpstreamCall) -> tuple[list[Delta], Exception | None]:
     deltas: list[Delta] = []
-    async with httpx2.AsyncClient() as client:
+    async with Upstream() as client:
         try:
             async for delta in openai_completions.stream(call, client):
                 deltas.append(delta)

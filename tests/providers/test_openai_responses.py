@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import httpx2
 import orjson
 import pytest
 from httpx_sse import ServerSentEvent
@@ -16,6 +15,7 @@ from sidecar.models import ModelSpec, Pricing
 from sidecar.providers import openai_responses
 from sidecar.providers.base import Delta, Finish, ResponseInfo, ThinkingDelta, UpstreamCall, UsageUpdate
 from sidecar.stream import MessageAssembler, SilentEncoder
+from sidecar.upstream import Upstream
 from tests.conftest import pi_body, read_events
 from tests.fakeupstream import FIXTURES, FakeUpstream, Reply, fixture_bytes
 from tests.sidecar_server import OPENAI_CANARY, TOKEN, RunningSidecar
@@ -61,7 +61,7 @@ def make_call(
 
 async def collect(call: UpstreamCall) -> tuple[list[Delta], Exception | None]:
     deltas: list[Delta] = []
-    async with httpx2.AsyncClient() as client:
+    async with Upstream() as client:
         try:
             async for delta in openai_responses.stream(call, client):
                 deltas.append(delta)
