@@ -30,6 +30,7 @@ from .models import ModelSpec
 from .providers.base import (
     BlockEnd,
     Delta,
+    Deltas,
     Finish,
     Raw,
     ResponseInfo,
@@ -197,6 +198,15 @@ class MessageAssembler:
             if delta.upstream_model:  # type: ignore[union-attr]
                 self.upstream_model = delta.upstream_model  # type: ignore[union-attr]
         return []
+
+    def feed_all(self, deltas: Deltas) -> list[bytes]:
+        """``feed`` for one delta or an upstream read's list of them: their frames, in order."""
+        if type(deltas) is not list:
+            return self.feed(deltas)  # type: ignore[arg-type]
+        frames: list[bytes] = []
+        for delta in deltas:
+            frames += self.feed(delta)
+        return frames
 
     def done(self) -> bytes:
         """Close open blocks and emit ``done``; the frames for block ends come first."""
@@ -385,8 +395,8 @@ class Generation:
     encoder: Encoder | None = None
     assembler: MessageAssembler = field(init=False)
     _reported: bool = field(default=False, init=False)
-    _deltas: AsyncIterator[Delta] | None = field(default=None, init=False)
-    _primed: list[Delta] = field(default_factory=list, init=False)
+    _deltas: AsyncIterator[Deltas] | None = field(default=None, init=False)
+    _primed: list[Deltas] = field(default_factory=list, init=False)
     """The first delta, read by ``prime()`` before the response started (empty: not primed, or nothing came)."""
     _ended: bool = field(default=False, init=False)
     error_headers: dict[str, str] = field(default_factory=dict, init=False)
@@ -429,15 +439,15 @@ class Generation:
             limit, waiting_for = self.timeouts.first_event, "first event"
             if self._primed:
                 limit, waiting_for = self.timeouts.idle, "next event"
-                frames = asm.feed(self._primed.pop())
+                frames = asm.feed_all(self._primed.pop())
                 if frames:
                     yield b"".join(frames)
             while not self._ended:
-                delta = await self._next(deltas, limit, waiting_for)
-                if delta is None:
+                item = await self._next(deltas, limit, waiting_for)
+                if item is None:
                     break
                 limit, waiting_for = self.timeouts.idle, "next event"
-                frames = asm.feed(delta)
+                frames = asm.feed_all(item)
                 if frames:
                     yield frames[0] if len(frames) == 1 else b"".join(frames)
             terminal = asm.done()
@@ -459,8 +469,9 @@ class Generation:
         if terminal:
             yield terminal
 
-    async def _next(self, deltas: AsyncIterator[Delta], limit: float | None, waiting_for: str) -> Delta | None:
-        """The next delta, ``None`` at the end of the stream; ``UpstreamTimeout`` past ``limit`` seconds."""
+    async def _next(self, deltas: AsyncIterator[Deltas], limit: float | None, waiting_for: str) -> Deltas | None:
+        """The next delta (or an upstream read's list of them), ``None`` at the end of the stream; ``UpstreamTimeout``
+        past ``limit`` seconds."""
         loop = asyncio.get_running_loop()
         try:
             # A fresh deadline per delta (a Timeout object and a timer handle, no task); the caller's yield stays
@@ -489,7 +500,7 @@ class Generation:
             self._report("aborted", "request_aborted", 499)
 
     @staticmethod
-    async def _close(deltas: AsyncIterator[Delta]) -> None:
+    async def _close(deltas: AsyncIterator[Deltas]) -> None:
         # The server cancels with anyio's level-triggered cancellation, which would cancel this cleanup too:
         # shield it (bounded) so the upstream response is really closed and its connection released.
         aclose = getattr(deltas, "aclose", None)  # adapters are async generators

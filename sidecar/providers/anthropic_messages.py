@@ -18,6 +18,7 @@ from sidecar.errors import UpstreamProtocolError, UpstreamStreamError, redact
 from sidecar.providers.base import (
     BlockEnd,
     Delta,
+    Deltas,
     Finish,
     ResponseInfo,
     TextDelta,
@@ -26,8 +27,8 @@ from sidecar.providers.base import (
     UpstreamCall,
     UsageUpdate,
     event_object,
-    iter_sse,
     open_stream,
+    read_deltas,
 )
 from sidecar.providers.history import repair_tool_history
 from sidecar.upstream import Upstream
@@ -67,20 +68,18 @@ _ERROR_STATUS = {  # an in-stream error's type -> the HTTP status Anthropic give
 _CACHE_CONTROL: dict[str, dict[str, str] | None] = {"none": None, "long": {"type": "ephemeral", "ttl": "1h"}}
 
 
-async def stream(call: UpstreamCall, client: Upstream) -> AsyncIterator[Delta]:
+async def stream(call: UpstreamCall, client: Upstream) -> AsyncIterator[Deltas]:
     """Send ``call`` to the Messages API and yield its stream as deltas."""
     body, thinking = _build_body(call)
     url = f"{call.model.base_url.rstrip('/')}/v1/messages"
     parser = AnthropicEventParser(secrets_of(call))
     async with open_stream(client, call, url, headers=build_headers(call, thinking), json_body=orjson.dumps(body)) as r:
-        # Abandoned at message_stop: open_stream's drain finishes the body (base.body_chunks) so the connection is
-        # pooled, whenever this iterator is finalized.
-        events = iter_sse(r, call.model.provider)
-        async for sse in events:
-            for delta in parser.feed(sse):
-                yield delta
-            if parser.done:
-                return
+        # read_deltas stops at message_stop; open_stream's drain then reads the rest of the body (the chunked
+        # terminator) from the same iterator, so the connection is pooled.
+        async for deltas in read_deltas(parser, r, call.model.provider):
+            yield deltas
+        if parser.done:
+            return
     parser.end()
 
 

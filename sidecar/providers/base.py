@@ -20,10 +20,10 @@ import asyncio
 import codecs
 import email.utils
 import time
-from collections.abc import AsyncIterator, Callable, Hashable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
 import anyio
@@ -118,6 +118,9 @@ class Raw:
 
 
 Delta = TextDelta | ThinkingDelta | ToolCallDelta | BlockEnd | UsageUpdate | Finish | ResponseInfo | Raw
+Deltas = Delta | list[Delta]
+"""What an adapter yields: one delta, or the deltas of one upstream read as a list, which the client then receives
+in one write: one send and one idle timer per read instead of per delta (``read_deltas``)."""
 
 # ----- the call an adapter makes ---------------------------------------------------------------------------------
 
@@ -142,7 +145,7 @@ class UpstreamCall:
         return f"UpstreamCall(model={self.model.full_id!r}, session_id={self.session_id!r}, api_key=***)"
 
 
-StreamFn = Callable[[UpstreamCall, Upstream], AsyncIterator[Delta]]
+StreamFn = Callable[[UpstreamCall, Upstream], AsyncIterator[Deltas]]
 
 # ----- helpers every adapter uses ---------------------------------------------------------------------------------
 
@@ -326,9 +329,9 @@ def event_object(
     return value
 
 
-async def iter_sse(response: UpstreamResponse, provider: str) -> AsyncIterator[ServerSentEvent]:
-    """The response body as SSE events (CR/LF/CRLF, multi-line data, comments skipped), read from ``body_text`` so
-    the drain can finish the body after the caller stops at its terminal event."""
+async def sse_reads(response: UpstreamResponse, provider: str) -> AsyncIterator[list[ServerSentEvent]]:
+    """The response body as SSE events (CR/LF/CRLF, multi-line data, comments skipped), the events of each read
+    together, read from ``body_text`` so the drain can finish the body after the caller stops at its terminal event."""
     if "text/event-stream" not in response.headers.get("content-type", "").partition(";")[0]:
         # A 200 that is not text/event-stream: a server that ignored `stream: true` and answered with JSON.
         raise UpstreamProtocolError(
@@ -337,9 +340,39 @@ async def iter_sse(response: UpstreamResponse, provider: str) -> AsyncIterator[S
     lines, decoder = SSELineDecoder(), SSEDecoder()
     with map_transport_errors(provider):
         async for text in body_text(response):
-            for line in lines.decode(text):
-                if (event := decoder.decode(line)) is not None:
-                    yield event
-    for line in lines.flush():
-        if (event := decoder.decode(line)) is not None:
-            yield event
+            events = [event for line in lines.decode(text) if (event := decoder.decode(line)) is not None]
+            if events:
+                yield events
+    if events := [event for line in lines.flush() if (event := decoder.decode(line)) is not None]:
+        yield events
+
+
+class EventParser(Protocol):
+    """A wire API's SSE events -> deltas (``AnthropicEventParser`` …); ``done`` once its terminal event was read."""
+
+    done: bool
+
+    def feed(self, event: ServerSentEvent) -> Sequence[Delta]: ...
+
+
+async def read_deltas(parser: EventParser, response: UpstreamResponse, provider: str) -> AsyncIterator[list[Delta]]:
+    """The deltas of each read of an SSE body, as one list (see ``Deltas``), up to the parser's terminal event. An
+    event the parser refuses (an upstream ``error`` event) is raised after the deltas before it in the same read
+    were yielded, so the client's error still carries all the content that came."""
+    async for events in sse_reads(response, provider):
+        deltas: list[Delta] = []
+        failure: Exception | None = None
+        for event in events:
+            try:
+                deltas.extend(parser.feed(event))
+            except Exception as exc:
+                failure = exc
+                break
+            if parser.done:
+                break
+        if deltas:
+            yield deltas
+        if failure is not None:
+            raise failure
+        if parser.done:
+            return

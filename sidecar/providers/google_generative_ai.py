@@ -182,7 +182,7 @@ async def stream_request(
 
 
 async def gemini_events(response: UpstreamResponse, provider: str) -> AsyncIterator[ServerSentEvent]:
-    """The body as SSE events, as ``base.iter_sse`` reads it, plus what an SSE reader drops: a JSON object written
+    """The body as SSE events, as ``base.sse_reads`` reads it, plus what an SSE reader drops: a JSON object written
     outside any ``data:`` field, as the Firebase SDKs model a Vertex failure after the first chunks (a pretty-printed
     ``{"error": …}``; PROVENANCE.md). Its lines, from one that starts with ``{`` (no field name does) to a blank line
     or the end of the body, are one event's data, so the parser reports the error instead of a clean end."""

@@ -17,6 +17,7 @@ from client.types import ImageContent, Message
 from sidecar.errors import UpstreamProtocolError, UpstreamStreamError, redact
 from sidecar.providers.base import (
     Delta,
+    Deltas,
     Finish,
     ResponseInfo,
     TextDelta,
@@ -26,8 +27,8 @@ from sidecar.providers.base import (
     UsageUpdate,
     endpoint,
     event_object,
-    iter_sse,
     open_stream,
+    read_deltas,
 )
 from sidecar.providers.history import repair_tool_history
 from sidecar.upstream import Upstream
@@ -377,17 +378,13 @@ def parse_completion(data: Any, provider: str, secrets: tuple[str, ...] = ()) ->
     return deltas
 
 
-async def stream(call: UpstreamCall, client: Upstream) -> AsyncIterator[Delta]:
+async def stream(call: UpstreamCall, client: Upstream) -> AsyncIterator[Deltas]:
     """Stream one Chat Completions generation as deltas (see ``sidecar.providers.base``)."""
     provider = call.model.provider
     url = endpoint(call, "/chat/completions")  # the base URL, and Azure's URL shape when its compat says so
     body = orjson.dumps(_request_body(call))
     parser = ChatCompletionsParser(provider, secrets_of(call))
     async with open_stream(client, call, url, headers=build_headers(call), json_body=body) as response:
-        events = iter_sse(response, provider)  # a local, so it outlives the drain (see anthropic_messages.stream)
-        async for event in events:
-            for delta in parser.feed(event):
-                yield delta
-            if parser.done:
-                break
+        async for deltas in read_deltas(parser, response, provider):
+            yield deltas
     yield parser.end()

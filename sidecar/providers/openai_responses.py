@@ -27,6 +27,7 @@ from sidecar.errors import UpstreamProtocolError, UpstreamStreamError, redact
 from sidecar.providers.base import (
     BlockEnd,
     Delta,
+    Deltas,
     Finish,
     ResponseInfo,
     TextDelta,
@@ -36,8 +37,8 @@ from sidecar.providers.base import (
     UsageUpdate,
     endpoint,
     event_object,
-    iter_sse,
     open_stream,
+    read_deltas,
 )
 from sidecar.providers.history import repair_tool_history
 from sidecar.upstream import Upstream
@@ -66,18 +67,16 @@ def secrets_of(call: UpstreamCall) -> tuple[str, ...]:
     return (call.api_key,) if call.api_key else ()
 
 
-async def stream(call: UpstreamCall, client: Upstream) -> AsyncIterator[Delta]:
+async def stream(call: UpstreamCall, client: Upstream) -> AsyncIterator[Deltas]:
     """Send ``call`` to the Responses API and yield its stream as deltas."""
     url = endpoint(call, "/responses")  # the base URL, and Azure's URL shape when its compat says so
     body = orjson.dumps(request_body(call))
     parser = ResponsesEventParser(call.model.provider, secrets_of(call), tier_costs(call))
     async with open_stream(client, call, url, headers=build_headers(call), json_body=body) as response:
-        events = iter_sse(response, call.model.provider)  # a local, so it outlives the drain (see anthropic_messages)
-        async for event in events:
-            for delta in parser.feed(event):
-                yield delta
-            if parser.done:
-                return
+        async for deltas in read_deltas(parser, response, call.model.provider):
+            yield deltas
+        if parser.done:
+            return
     parser.end()
 
 

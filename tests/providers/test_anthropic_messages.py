@@ -64,8 +64,8 @@ async def run(call: UpstreamCall) -> tuple[list[Delta], UpstreamError | None]:
     deltas: list[Delta] = []
     async with Upstream() as client:
         try:
-            async for delta in stream(call, client):
-                deltas.append(delta)
+            async for item in stream(call, client):  # a delta, or an upstream read's list of them
+                deltas.extend(item if isinstance(item, list) else [item])
         except UpstreamError as exc:
             return deltas, exc
     return deltas, None

@@ -65,15 +65,18 @@ def make_call(
 
 async def collect(call: UpstreamCall) -> list[Delta]:
     async with Upstream() as client:
-        return [delta async for delta in openai_completions.stream(call, client)]
+        deltas: list[Delta] = []
+        async for item in openai_completions.stream(call, client):  # a delta, or an upstream read's list of them
+            deltas.extend(item if isinstance(item, list) else [item])
+        return deltas
 
 
 async def collect_until_error(call: UpstreamCall) -> tuple[list[Delta], Exception | None]:
     deltas: list[Delta] = []
     async with Upstream() as client:
         try:
-            async for delta in openai_completions.stream(call, client):
-                deltas.append(delta)
+            async for item in openai_completions.stream(call, client):
+                deltas.extend(item if isinstance(item, list) else [item])
         except Exception as exc:
             return deltas, exc
     return deltas, None

@@ -63,8 +63,8 @@ async def collect(call: UpstreamCall) -> tuple[list[Delta], Exception | None]:
     deltas: list[Delta] = []
     async with Upstream() as client:
         try:
-            async for delta in openai_responses.stream(call, client):
-                deltas.append(delta)
+            async for item in openai_responses.stream(call, client):  # a delta, or an upstream read's list of them
+                deltas.extend(item if isinstance(item, list) else [item])
         except Exception as exc:
             return deltas, exc
     return deltas, None
