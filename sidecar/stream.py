@@ -501,12 +501,17 @@ class Generation:
 
     @staticmethod
     async def _close(deltas: AsyncIterator[Deltas]) -> None:
-        # The server cancels with anyio's level-triggered cancellation, which would cancel this cleanup too:
-        # shield it (bounded) so the upstream response is really closed and its connection released.
         aclose = getattr(deltas, "aclose", None)  # adapters are async generators
-        if aclose is not None:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await aclose()
+        if aclose is None:
+            return
+        task = asyncio.current_task()
+        if task is None or not task.cancelling():
+            await aclose()  # the common case, a stream that ended: the drain in it is bounded
+            return
+        # Being cancelled (the client left, the server stops): a cancellation that is level-triggered (anyio's)
+        # would cancel this cleanup too; shield it (bounded) so the upstream response is really closed.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            await aclose()
 
     async def run(self) -> AssistantMessage:
         async for _ in self.frames():

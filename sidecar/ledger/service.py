@@ -179,7 +179,8 @@ class Ledger:
 
 def _add(table: dict[str, dict[str, float]], record: GenerationRecord, sign: int) -> None:
     days = table.setdefault(record.identity, {})
-    days[record.day] = days.get(record.day, 0.0) + sign * record.cost_total
+    day = record.day
+    days[day] = days.get(day, 0.0) + sign * record.cost_total
 
 
 def _since(table: dict[str, dict[str, float]], identity: str, since_day: str) -> float:
