@@ -32,6 +32,12 @@ _TRAILING_HEADERS: Final = ((b"connection", b"keep-alive"), (b"content-type", ME
 _END: Final = {"type": "http.response.body", "body": b"", "more_body": False}
 
 
+class LastFrame(bytes):
+    """A frame nothing follows (a stream's terminal event): sent with the end of the body in one write."""
+
+    __slots__ = ()
+
+
 class SseResponse(Response):
     """200 with ``frames`` as an event stream; ``on_close`` runs when the response is over, however it ends."""
 
@@ -98,10 +104,15 @@ class SseResponse(Response):
         async for frame in self._frames:
             if self._pinging is not None:
                 await self._pinging  # never interleave a frame with a heartbeat being written
+            last = type(frame) is LastFrame
+            if last:
+                self._finished = True
             self._sending = True
-            await send({"type": "http.response.body", "body": frame, "more_body": True})
+            await send({"type": "http.response.body", "body": frame, "more_body": not last})
             self._sending = False
             self._last_sent = loop.time()
+            if last:
+                return
         self._finished = True
         if self._pinging is not None:
             await self._pinging

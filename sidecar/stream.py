@@ -41,6 +41,7 @@ from .providers.base import (
     UpstreamCall,
     UsageUpdate,
 )
+from .sse_response import LastFrame
 from .upstream import Upstream
 
 log = logging.getLogger("sidecar.stream")
@@ -467,7 +468,7 @@ class Generation:
                 self._fail(asyncio.CancelledError())
             await self._close(deltas)
         if terminal:
-            yield terminal
+            yield LastFrame(terminal)
 
     async def _next(self, deltas: AsyncIterator[Deltas], limit: float | None, waiting_for: str) -> Deltas | None:
         """The next delta (or an upstream read's list of them), ``None`` at the end of the stream; ``UpstreamTimeout``

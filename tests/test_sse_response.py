@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from sidecar.responses import SSE_HEADERS
-from sidecar.sse_response import PING, SseResponse
+from sidecar.sse_response import PING, LastFrame, SseResponse
 from tests.conftest import pi_body
 from tests.fakeupstream import FakeUpstream, Reply, fixture_bytes
 from tests.sidecar_server import TOKEN, RunningSidecar, run_sidecar, sidecar_environ, write_config
@@ -118,6 +118,17 @@ async def test_head_frames_and_end_are_sent_as_they_come() -> None:
     ]
     assert client.sent[2][0] - client.sent[1][0] >= 0.04
     assert script.ended == "done" and closes.count == 1
+
+
+async def test_a_last_frame_goes_out_with_the_end_of_the_body() -> None:
+    """The terminal event and the chunked terminator in one body message: one write instead of two per stream."""
+    script, closes, client = Script(b"data: 1\n\n", LastFrame(b"data: done\n\n")), Closes(), Client()
+    await response_for(script, closes)(SCOPE, client.receive, client.send)
+    assert [(m["body"], m["more_body"]) for _, m in client.sent[1:]] == [
+        (b"data: 1\n\n", True),
+        (b"data: done\n\n", False),
+    ]
+    assert script.ended == "closed" and closes.count == 1  # the generator is closed after it, never left open
 
 
 async def test_heartbeat_is_sent_after_heartbeat_seconds_without_a_frame() -> None:
