@@ -14,8 +14,12 @@ two CPUs exist, the mock upstream and this load generator on core 0):
   Goals: 0 errors, peak <= 250 MiB, back within 10 % of idle.
 
     .venv/bin/python bench/footprint.py --quick       # 100 streams of 5 s (~30 s)
-    .venv/bin/python bench/footprint.py               # 1,000 streams of 20 s (~1 min)
+    .venv/bin/python bench/footprint.py               # 1,000 streams of 20 s (~1.5 min on 2 vCPUs)
+    .venv/bin/python bench/footprint.py --seconds 5 --rounds 4   # leak or retention? RSS after each round
     .venv/bin/python bench/footprint.py --streams 2000 --seconds 30 --json out.json
+
+The mock and the sidecar are run.py's (``start_mock`` with ``deltas``/``port``, ``start_sidecar`` with a 10 ms
+``poll``), so nothing of run.py's set-up is copied here.
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ import resource
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 from run import (
-    ROOT,
     VENV_PYTHON,
     Connection,
     Processes,
@@ -50,10 +52,7 @@ from run import (
     choose_cpus,
     cpu_seconds,
     exchange,
-    free_port,
     http_get_json,
-    http_get_status,
-    pinned,
     run_async,
     sidecar_target,
     start_mock,
@@ -75,10 +74,12 @@ SETTLE_S = 1.0
 SAMPLE_S = 0.5
 AFTER_S = 5.0
 RAMP_S = 2.0
-MOCK_EXTRA_EVENTS = 8
-"""Events of the mock's stream besides the text deltas (message_start … message_stop), each paced too."""
+MOCK_DEFAULT_DELTAS = 5
+"""Text deltas of the mock's stream as run.py's ``start_mock`` starts it."""
+MOCK_EXTRA_EVENTS = 6
+"""Events of the mock's stream besides the text deltas (message_start … message_stop): the stream lasts
+``deltas + MOCK_EXTRA_EVENTS - 1`` delays, the first event going out at once."""
 TEXT_DELTA = b'"type":"text_delta"'
-MIB = 1024 * 1024
 
 
 # ----- processes ------------------------------------------------------------------------------------------------
@@ -110,67 +111,19 @@ def rss_mib(pid: int) -> float | None:
     return None if kib is None else kib / 1024
 
 
-def command_of(pid: int) -> tuple[list[str], dict[str, str]]:
-    """The argv and environment a running child was started with (after taskset's exec: the real command).
-
-    Respawning from them starts exactly what run.py's helpers start, without a copy of their command lines."""
-    with open(f"/proc/{pid}/cmdline", "rb") as fh:
-        argv = [a.decode() for a in fh.read().split(b"\0") if a]
-    with open(f"/proc/{pid}/environ", "rb") as fh:
-        env = dict(e.decode().split("=", 1) for e in fh.read().split(b"\0") if b"=" in e)
-    return argv, env
-
-
-def with_option(argv: list[str], name: str, value: str) -> list[str]:
-    """``argv`` with ``name value`` set (replaced if present, appended otherwise)."""
-    out = list(argv)
-    if name in out:
-        out[out.index(name) + 1] = value
-    else:
-        out += [name, value]
-    return out
-
-
-def wait_healthy(proc: subprocess.Popen[bytes], port: int, timeout: float, poll: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if http_get_status(port, "/healthz") == 200:
-            return True
-        time.sleep(poll)
-    return False
-
-
-def measure_startup(procs: Processes, argv: list[str], env: dict[str, str], cpu: int | None, log: Path) -> list[float]:
-    """Seconds from spawn to the first 200 from ``/healthz``, for ``STARTS`` fresh sidecars (one at a time)."""
+def measure_startup(
+    procs: Processes, args: argparse.Namespace, cpu: int | None, workdir: Path, mock_port: int
+) -> list[float]:
+    """Seconds from spawn to the first 200 from ``/healthz`` (asked every 10 ms), for ``STARTS`` fresh sidecars."""
     times = []
     for _ in range(STARTS):
-        port = free_port()
-        cmd = pinned(with_option(argv, "--port", str(port)), cpu)
-        with log.open("ab") as out:
-            started = time.perf_counter()
-            proc = procs.start("sidecar", cmd, stdout=out, stderr=out, env=env, cwd=ROOT)
-        healthy = wait_healthy(proc, port, 30.0, POLL_S)
-        elapsed = time.perf_counter() - started
-        procs.stop(proc)
-        if not healthy:
-            raise RuntimeError(f"a sidecar did not become healthy within 30 s; see {log}")
-        times.append(elapsed)
+        started = time.perf_counter()
+        sidecar, _, _ = start_sidecar(
+            procs, args.python, cpu, workdir, mock_port, None, None, None, [], SERVER_LIMITS, poll=POLL_S
+        )
+        times.append(time.perf_counter() - started)
+        procs.stop(sidecar)
     return times
-
-
-def restart_mock(
-    procs: Processes, mock: subprocess.Popen[bytes], port: int, cpu: int | None, delay_ms: float, deltas: int
-) -> subprocess.Popen[bytes]:
-    """The mock again, on the same port (the sidecar's upstream URL), now pacing ``deltas`` text deltas."""
-    argv, env = command_of(mock.pid)
-    procs.stop(mock)
-    argv = with_option(
-        with_option(with_option(argv, "--port", str(port)), "--delay-ms", str(delay_ms)), "--deltas", str(deltas)
-    )
-    proc = procs.start("mock", pinned(argv, cpu), stdout=subprocess.DEVNULL, env=env, cwd=ROOT)
-    if not wait_healthy(proc, port, 15.0, 0.05):
-        raise RuntimeError("the paced mock upstream did not start")
-    return proc
 
 
 # ----- the streams ----------------------------------------------------------------------------------------------
@@ -181,12 +134,13 @@ class Hold:
     """What the concurrent run saw: per-stream outcomes, and samples of the sidecar every ``SAMPLE_S``."""
 
     errors: Counter[str] = field(default_factory=Counter)
+    ttfb: list[float] = field(default_factory=list)
     ttft: list[float] = field(default_factory=list)
     total: list[float] = field(default_factory=list)
     open: int = 0
     max_open: int = 0
-    samples: list[tuple[float, float | None, int]] = field(default_factory=list)
-    """(seconds since the first stream, sidecar RSS MiB, streams open)."""
+    samples: list[tuple[float, float | None, int, float | None]] = field(default_factory=list)
+    """(seconds since the first stream, sidecar RSS MiB, streams open, sidecar CPU % since the previous sample)."""
     first_done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -215,23 +169,38 @@ async def one_stream(target: Target, deltas: int, stream_timeout: float, hold: H
     elif (seen := reply.body.count(TEXT_DELTA)) != deltas:
         hold.errors[f"{seen} of {deltas} deltas"] += 1
     else:
+        hold.ttfb.append(reply.ttfb or 0.0)
         hold.ttft.append(reply.ttft or 0.0)
         hold.total.append(reply.total)
 
 
-async def warm_up(target: Target, count: int) -> Counter[str]:
+async def warm_up(target: Target, count: int, deltas: int) -> Counter[str]:
     hold = Hold()
-    await asyncio.gather(*(one_stream(target, 5, 30.0, hold) for _ in range(count)))
+    await asyncio.gather(*(one_stream(target, deltas, 30.0, hold) for _ in range(count)))
     return hold.errors
 
 
 async def sample(pid: int, hold: Hold, started: float, stop: asyncio.Event) -> None:
+    last_at, last_cpu = time.perf_counter(), cpu_seconds(pid)
     while not stop.is_set():
-        hold.samples.append((time.perf_counter() - started, rss_mib(pid), hold.open))
+        now, cpu = time.perf_counter(), cpu_seconds(pid)
+        busy = None if cpu is None or last_cpu is None or now <= last_at else 100 * (cpu - last_cpu) / (now - last_at)
+        hold.samples.append((now - started, rss_mib(pid), hold.open, busy))
+        last_at, last_cpu = now, cpu
         try:
             await asyncio.wait_for(stop.wait(), SAMPLE_S)
         except TimeoutError:
             pass
+
+
+def minus(after: float | None, before: float | None) -> float | None:
+    return None if after is None or before is None else after - before
+
+
+def percent(before: float | None, after: float | None, seconds: float) -> float | None:
+    """CPU seconds between two readings as % of one core over ``seconds``."""
+    used = minus(after, before)
+    return None if used is None else 100.0 * used / seconds
 
 
 async def run_streams(
@@ -260,20 +229,16 @@ async def run_streams(
     await asyncio.sleep(AFTER_S)
     stop.set()
     await sampler
-    hold_cpu: dict[str, float | None] = {}
-    for name, before in cpu_before.items():
-        after = cpu_after[name]
-        ok = held >= 1.0 and before is not None and after is not None
-        hold_cpu[name] = 100.0 * (after - before) / held if ok else None  # type: ignore[operator]
     return {
         "hold": hold,
         "ramp_s": ramp_done - started,
         "held_s": held,
-        "hold_cpu_percent": hold_cpu,
-        "streams_s": ended - started,
-        "sidecar_cpu_s": None
-        if sidecar_cpu_start is None or sidecar_cpu_end is None
-        else sidecar_cpu_end - sidecar_cpu_start,
+        "hold_cpu_percent": {
+            name: percent(before, cpu_after[name], held) if held >= 1.0 else None  # /proc counts 10 ms ticks
+            for name, before in cpu_before.items()
+        },
+        "all_ended_s": ended - started,
+        "sidecar_cpu_s": minus(sidecar_cpu_end, sidecar_cpu_start),
         "rss_after_mib": rss_mib(sidecar),
         "hwm_mib": (proc_status_kib(sidecar, "VmHWM") or 0) / 1024,
     }
@@ -285,6 +250,7 @@ async def run_streams(
 @dataclass
 class Result:
     streams: int
+    rounds: int
     seconds: float
     delay_ms: float
     deltas: int
@@ -299,14 +265,21 @@ class Result:
     rss_per_stream_kib: float
     rss_after_mib: float
     back_within_10pct: bool
+    ramp_s: float
     hold_s: float
+    """From the end of the ramp to the first stream's end: every stream open."""
+    all_ended_s: float
     hold_cpu_percent: dict[str, float | None]
     sidecar_cpu_us_per_delta: float | None
     """The sidecar's CPU time over the whole run (ramp to last stream) per text delta delivered."""
     stream_total_s: dict[str, float | None]
+    ttfb_ms: dict[str, float | None]
     ttft_ms: dict[str, float | None]
     upstream_calls: int
-    samples: list[tuple[float, float | None, int]]
+    samples: list[tuple[float, float | None, int, float | None]]
+    later_rounds: list[dict[str, Any]]
+    """``--rounds`` > 1: errors, peak RSS and RSS after of each further round on the same sidecar. Python keeps freed
+    memory in its arenas, so RSS after round 1 shows retention as well as leaks; a leak grows round after round."""
     goals: dict[str, bool] = field(default_factory=dict)
 
 
@@ -327,8 +300,8 @@ def fmt(value: float | None, digits: int = 1) -> str:
 
 def table(r: Result) -> str:
     cpu = r.hold_cpu_percent
-    total, ttft = r.stream_total_s, r.ttft_ms
-    nominal = (r.deltas + MOCK_EXTRA_EVENTS) * r.delay_ms / 1000.0
+    total, ttfb, ttft = r.stream_total_s, r.ttfb_ms, r.ttft_ms
+    nominal = (r.deltas + MOCK_EXTRA_EVENTS - 1) * r.delay_ms / 1000.0
     rows = [
         (
             "start-up, median of 5 (spawn to /healthz 200)",
@@ -339,6 +312,7 @@ def table(r: Result) -> str:
         ("idle RSS (after 10 warm-up streams, +1 s)", f"{fmt(r.idle_rss_mib)} MiB", "<= 60 MiB", "idle"),
         (f"errors ({r.streams} streams, {r.deltas} deltas each)", f"{r.errors}", "0", "errors"),
         ("streams open at once (max)", f"{r.max_open}", "", ""),
+        ("streams opened over / all ended after", f"{r.ramp_s:.1f} s / {r.all_ended_s:.1f} s", "", ""),
         (
             "peak RSS (0.5 s samples / kernel VmHWM)",
             f"{fmt(r.peak_rss_mib)} / {fmt(r.hwm_rss_mib)} MiB",
@@ -361,8 +335,9 @@ def table(r: Result) -> str:
             "",
             "",
         ),
-        ("TTFT p50 / p99", f"{fmt(ttft['p50'])} / {fmt(ttft['p99'])} ms", "", ""),
-        ("upstream calls (mock /stats)", f"{r.upstream_calls}", "", ""),
+        ("TTFB p50 / p99 (the sidecar's start frame)", f"{fmt(ttfb['p50'])} / {fmt(ttfb['p99'])} ms", "", ""),
+        ("TTFT p50 / p99 (first text delta)", f"{fmt(ttft['p50'])} / {fmt(ttft['p99'])} ms", "", ""),
+        (f"upstream calls (mock /stats), {r.rounds} round(s)", f"{r.upstream_calls}", f"{r.rounds * r.streams}", ""),
     ]
     header = ("measure", "value", "goal", "")
     cells = [(a, b, c, ("PASS" if r.goals[g] else "FAIL") if g else "") for a, b, c, g in rows]
@@ -382,6 +357,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--streams", type=int, help="concurrent streams (default 1000; quick 100)")
     p.add_argument("--seconds", type=float, help="length of each paced stream (default 20; quick 5)")
     p.add_argument("--delay-ms", type=float, default=50.0, help="the mock's delay between SSE events (default 50)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the concurrent streams N times on one sidecar (leak check; default 1)",
+    )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument(
         "--python",
@@ -392,6 +373,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.streams = args.streams or (100 if args.quick else 1000)
     args.seconds = args.seconds or (5.0 if args.quick else 20.0)
+    if not 1 <= args.rounds <= 10:
+        p.error("--rounds must be between 1 and 10")
     if not 1 <= args.streams <= 20000:
         p.error("--streams must be between 1 and 20000")
     if not 0 < args.seconds <= 600 or not 1 <= args.delay_ms <= 10000:
@@ -400,46 +383,60 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def peak_rss(hold: Hold, idle: float) -> float:
+    return max((s[1] for s in hold.samples if s[1] is not None), default=idle)
+
+
+def round_line(out: dict[str, Any], idle: float) -> str:
+    hold: Hold = out["hold"]
+    after = out["rss_after_mib"] or 0.0
+    return (
+        f"{sum(hold.errors.values())} errors, peak RSS {peak_rss(hold, idle):.1f} MiB, "
+        f"{AFTER_S:g} s after {after:.1f} MiB ({100 * (after / idle - 1):+.0f}% vs idle)"
+    )
+
+
 def measure(
     args: argparse.Namespace, procs: Processes, workdir: Path, load_cpu: int | None, sidecar_cpu: int | None
 ) -> Result:
     mock, mock_port = start_mock(procs, args.python, load_cpu, 0)
-
-    # Start-up: the command start_sidecar runs, respawned and timed at a 10 ms poll (its own poll is 50 ms).
-    sidecar, _, log = start_sidecar(
-        procs, args.python, sidecar_cpu, workdir, mock_port, None, None, None, [], SERVER_LIMITS
-    )
-    argv, env = command_of(sidecar.pid)
-    procs.stop(sidecar)
-    startup = measure_startup(procs, argv, env, sidecar_cpu, log)
+    startup = measure_startup(procs, args, sidecar_cpu, workdir, mock_port)
     print(f"start-up: {', '.join(f'{s * 1000:.0f}' for s in startup)} ms", flush=True)
 
     sidecar, port, _ = start_sidecar(
         procs, args.python, sidecar_cpu, workdir, mock_port, None, None, None, [], SERVER_LIMITS
     )
     target = sidecar_target(port)
-    warm_errors = run_async(warm_up(target, WARMUP_STREAMS))
+    warm_errors = run_async(warm_up(target, WARMUP_STREAMS, MOCK_DEFAULT_DELTAS))
     if warm_errors:
         raise RuntimeError(f"warm-up streams failed: {dict(warm_errors)}")
     time.sleep(SETTLE_S)
     idle = rss_mib(sidecar.pid) or 0.0
     print(f"idle RSS: {idle:.1f} MiB", flush=True)
 
-    mock = restart_mock(procs, mock, mock_port, load_cpu, args.delay_ms, args.deltas)
+    # The same port (the sidecar's upstream URL), now pacing the long streams' deltas.
+    procs.stop(mock)
+    mock, _ = start_mock(procs, args.python, load_cpu, args.delay_ms, deltas=args.deltas, port=mock_port)
     calls_before = http_get_json(mock_port, "/stats")["requests"]
     print(f"{args.streams} streams of {args.deltas} deltas every {args.delay_ms:g} ms ...", flush=True)
     stream_timeout = 3 * args.seconds + 60.0
     pids = {"sidecar": sidecar.pid, "mock": mock.pid}
-    out = run_async(run_streams(target, args.streams, args.deltas, stream_timeout, pids))
+    rounds = [run_async(run_streams(target, args.streams, args.deltas, stream_timeout, pids))]
+    print(f"round 1: {round_line(rounds[0], idle)}", flush=True)
+    for _ in range(args.rounds - 1):
+        rounds.append(run_async(run_streams(target, args.streams, args.deltas, stream_timeout, pids)))
+        print(f"round {len(rounds)}: {round_line(rounds[-1], idle)}", flush=True)
+    out = rounds[0]
     hold: Hold = out["hold"]
     calls = http_get_json(mock_port, "/stats")["requests"] - calls_before
-    peak = max((s[1] for s in hold.samples if s[1] is not None), default=idle)
+    peak = peak_rss(hold, idle)
     after = out["rss_after_mib"] or 0.0
     errors = sum(hold.errors.values())
     back = abs(after - idle) <= LEAK_TOLERANCE * idle
     startup_median = statistics.median(startup)
     return Result(
         streams=args.streams,
+        rounds=args.rounds,
         seconds=args.seconds,
         delay_ms=args.delay_ms,
         deltas=args.deltas,
@@ -454,7 +451,9 @@ def measure(
         rss_per_stream_kib=(peak - idle) * 1024 / args.streams,
         rss_after_mib=after,
         back_within_10pct=back,
+        ramp_s=out["ramp_s"],
         hold_s=out["held_s"],
+        all_ended_s=out["all_ended_s"],
         hold_cpu_percent=out["hold_cpu_percent"],
         sidecar_cpu_us_per_delta=(
             out["sidecar_cpu_s"] * 1e6 / (len(hold.total) * args.deltas)
@@ -462,9 +461,18 @@ def measure(
             else None
         ),
         stream_total_s=quantiles(hold.total),
+        ttfb_ms=quantiles(hold.ttfb, 1000.0),
         ttft_ms=quantiles(hold.ttft, 1000.0),
         upstream_calls=calls,
         samples=hold.samples,
+        later_rounds=[
+            {
+                "errors": sum(r["hold"].errors.values()),
+                "peak_rss_mib": peak_rss(r["hold"], idle),
+                "rss_after_mib": r["rss_after_mib"],
+            }
+            for r in rounds[1:]
+        ],
         goals={
             "startup": startup_median <= GOAL_STARTUP_S,
             "idle": idle <= GOAL_IDLE_MIB,

@@ -709,10 +709,15 @@ def http_get_json(port: int, path: str) -> Any:
     return json.loads(data.split(b"\r\n\r\n", 1)[1])
 
 
-def start_mock(procs: Processes, python: str, cpu: int | None, delay_ms: float) -> tuple[subprocess.Popen[bytes], int]:
-    cmd = [python, str(BENCH / "mock_upstream.py"), "--api-key", API_KEY, "--watch-parent"]
+def start_mock(
+    procs: Processes, python: str, cpu: int | None, delay_ms: float, *, deltas: int = 0, port: int = 0
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The mock upstream; ``deltas`` text deltas per stream (0: the mock's default, 5), on ``port`` (0: a free one)."""
+    cmd = [python, str(BENCH / "mock_upstream.py"), "--api-key", API_KEY, "--watch-parent", "--port", str(port)]
     if delay_ms:
         cmd += ["--delay-ms", str(delay_ms)]
+    if deltas:
+        cmd += ["--deltas", str(deltas)]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
     proc = procs.start("mock", pinned(cmd, cpu), stdout=subprocess.PIPE, env=env, cwd=ROOT)
     assert proc.stdout is not None
@@ -737,7 +742,9 @@ def start_sidecar(
     profile_out: Path | None,
     what_if: list[str],
     config_extra: str = "",
+    poll: float = 0.05,
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """The sidecar, once ``GET /healthz`` answers 200 (asked every ``poll`` seconds)."""
     config = workdir / "sidecar.toml"
     config.write_text(CONFIG_TOML + config_extra.replace("\\n", "\n"), encoding="utf-8")
     log_path = workdir / "sidecar.log"
@@ -771,7 +778,7 @@ def start_sidecar(
         while time.monotonic() < deadline and proc.poll() is None:
             if http_get_status(port, "/healthz") == 200:
                 return proc, port, log_path
-            time.sleep(0.05)
+            time.sleep(poll)
         last_error = log_path.read_text(errors="replace")[-2000:]
         procs.stop(proc)
     raise RuntimeError(f"the sidecar did not become ready; its log ends with:\n{last_error}")
