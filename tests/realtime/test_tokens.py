@@ -21,11 +21,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from sidecar.errors import TokenStoreUnavailable
+from sidecar.realtime.redis_tokens import RedisTokenStore
 from sidecar.realtime.tokens import (
     TOKEN_PREFIX,
     Grant,
     MemoryTokenStore,
-    RedisTokenStore,
     TokenStore,
     mint_token,
     store_for,
