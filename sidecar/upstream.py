@@ -83,6 +83,16 @@ class UpstreamResponse:
     def is_closed(self) -> bool:
         return self._response.closed
 
+    def read_buffered(self, limit: int) -> bool:
+        """Read (and drop) what of the body has already arrived, at most ``limit`` bytes, without waiting; ``True``
+        when that was the end of the body (aiohttp then returns the connection to the pool). Only between reads of
+        ``chunks()``: never while a reader waits on it."""
+        content = self._response.content
+        size = 0
+        while size <= limit and (data := content.read_nowait()):
+            size += len(data)
+        return content.at_eof()
+
     def chunks(self) -> AsyncIterator[bytes]:
         if self._chunks is None:
             self._chunks = _read(self._response, None)

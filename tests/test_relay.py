@@ -545,17 +545,21 @@ def test_heartbeats_fall_between_upstream_events(pinging_sidecar: RunningSidecar
         ("/v1/pi/stream", pi_body("openai/gpt-4o"), CHAT_TEXT),
     ],
 )
-def test_connection_is_reused_when_the_body_ends_late(
+def test_a_late_body_end_neither_delays_the_answer_nor_costs_the_connection(
     sidecar: RunningSidecar, upstream: FakeUpstream, path: str, body: dict[str, Any], recorded: str
 ) -> None:
-    """The upstream's chunked terminator comes 50 ms after the terminal event: the reader stops at that event, and
-    the rest is drained so the connection goes back to the pool (an event iterator finalized before the drain would
-    close it, and every stream would pay a new TCP+TLS handshake)."""
-    upstream.push(*(Reply.sse(fixture_bytes(recorded), delay_between=0.05) for _ in range(3)))
+    """The upstream's chunked terminator comes 0.5 s after the terminal event. The client's answer ends at that event
+    (the rest of the body is drained in the background), and the drained connection goes back to the pool: the next
+    stream reuses it (an iterator abandoned at the terminal event, or a close before the end of the body, would cost
+    every stream a new TCP+TLS handshake)."""
+    upstream.push(*(Reply.sse(fixture_bytes(recorded), delay_between=0.5) for _ in range(2)))
     headers = ANTHROPIC_HEADERS if path == "/v1/messages" else CHAT_HEADERS
-    for _ in range(3):
-        response = httpx.post(f"{sidecar.url}{path}", json=body, headers=headers, timeout=10)
-        assert response.status_code == 200
+    started = time.monotonic()
+    response = httpx.post(f"{sidecar.url}{path}", json=body, headers=headers, timeout=10)
+    assert response.status_code == 200
+    assert time.monotonic() - started < 0.4, "the answer waited for the upstream's late end of body"
+    time.sleep(0.8)  # the drain has read the terminator by now
+    assert httpx.post(f"{sidecar.url}{path}", json=body, headers=headers, timeout=10).status_code == 200
     assert upstream.connections == 1
 
 

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
-import anyio
 import httpx2
 import orjson
 from httpx_sse import ServerSentEvent
@@ -234,23 +233,41 @@ async def body_text(response: UpstreamResponse) -> AsyncIterator[str]:
         yield tail
 
 
-async def _drain(response: UpstreamResponse) -> None:
-    """Read what follows the terminal event (the chunked terminator, a trailing newline) so the connection goes
-    back to the pool: adapters stop at ``message_stop``/``[DONE]``, and closing a response with unread bytes closes
-    its socket, which would cost a new TCP+TLS handshake on the next stream's first token. The body's own iterator
-    is read to its end, which releases the connection; past the byte or time bound the caller's close drops it."""
-    if response.is_closed:
-        return
-    chunks = body_chunks(response)
+def _finish_body(response: UpstreamResponse) -> bool:
+    """Hand the connection back once the caller stopped at its terminal event (``message_stop``, ``[DONE]``): what
+    follows it (the chunked terminator, a trailing newline) must be read, or closing the response closes the socket
+    and the next stream's first token pays a new TCP+TLS handshake. Whatever already arrived is read now; if the end
+    is still on its way, a background task waits for it (bounded), so the generation ends (and the client gets its
+    terminal event) at the terminal event, not when the upstream gets round to finishing its body. ``True`` when the
+    response was handed to that task, which then closes it."""
     try:
-        with anyio.move_on_after(_DRAIN_SECONDS):
+        if response.read_buffered(_MAX_DRAIN_BYTES):
+            return False
+    except Exception:  # the body failed after the terminal event: the caller's close drops the connection
+        return False
+    task = asyncio.get_running_loop().create_task(_drain_then_close(response))
+    _DRAINS.add(task)  # the loop keeps only weak references to tasks
+    task.add_done_callback(_DRAINS.discard)
+    return True
+
+
+_DRAINS: set[asyncio.Task[None]] = set()
+
+
+async def _drain_then_close(response: UpstreamResponse) -> None:
+    """Read the body to its end (which releases the connection to the pool) within the byte and time bounds; past
+    them, or on a failure, the close drops the connection instead."""
+    try:
+        async with asyncio.timeout(_DRAIN_SECONDS):
             size = 0
-            async for chunk in chunks:
+            async for chunk in body_chunks(response):
                 size += len(chunk)
                 if size > _MAX_DRAIN_BYTES:
                     break
-    except httpx2.HTTPError:  # as sidecar.upstream raises aiohttp's failures
+    except (TimeoutError, httpx2.HTTPError):  # as sidecar.upstream raises aiohttp's failures
         pass  # the connection is simply not reused
+    finally:
+        await response.aclose()
 
 
 async def _read_error_body(response: UpstreamResponse) -> str:
@@ -293,11 +310,12 @@ async def open_stream(
             await asyncio.sleep(_backoff_delay(attempt, None, cap))
             attempt += 1
             continue
+        handed_over = False
         try:
             if response.is_success:
                 # The body is read under the caller's timeouts, not the first-byte one.
                 yield response
-                await _drain(response)
+                handed_over = _finish_body(response)
                 return
             with map_transport_errors(call.model.provider):
                 body = await _read_error_body(response)
@@ -305,7 +323,8 @@ async def open_stream(
             secrets = (call.api_key,) if call.api_key else ()
             error = UpstreamStatusError(response.status_code, body, retry_after, secrets)
         finally:
-            await response.aclose()
+            if not handed_over:
+                await response.aclose()
         if response.status_code not in _RETRY_STATUSES or attempt >= call.max_retries:
             raise error
         await asyncio.sleep(_backoff_delay(attempt, retry_after, cap))
