@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .models import Catalog, build_catalog, load_builtin_catalog
@@ -236,7 +237,7 @@ def load_settings(
         credential_locations=MappingProxyType(locations),
         base_urls=MappingProxyType(base_urls),
         max_retries=2 if max_retries is None else max_retries,
-        upstream_proxy=_typed(upstream, "proxy", str, "upstream") or env.get("HTTPS_PROXY") or None,
+        upstream_proxy=_proxy(_typed(upstream, "proxy", str, "upstream") or env.get("HTTPS_PROXY") or None),
         log_level=(_typed(server, "log_level", str, "server") or env.get("SIDECAR_LOG_LEVEL") or "info").lower(),
         catalog=catalog,
         environ=MappingProxyType(env),
@@ -397,6 +398,21 @@ def _dereference(value: str, env: Mapping[str, str], where: str) -> str:
         except OSError as exc:
             raise ConfigError(f"{where}: cannot read {value[5:]}: {exc.strerror}") from None
     return value
+
+
+def _proxy(url: str | None) -> str | None:
+    """The egress proxy: an ``http://`` (or ``https://``) URL, which the upstream client tunnels HTTPS through with
+    CONNECT; a SOCKS or schemeless value is refused here rather than on the first model call."""
+    if url is None:
+        return None
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https"):
+        given = f"a {scheme}:// URL" if scheme else "a value without a scheme"  # never the URL: it may hold a password
+        raise ConfigError(
+            f"[upstream] proxy / HTTPS_PROXY must be an http:// URL such as http://egress:3128, got {given}; SOCKS "
+            "proxies are not supported"
+        )
+    return url
 
 
 def _path_prefix(server: Mapping[str, Any], env: Mapping[str, str]) -> str:

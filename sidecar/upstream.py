@@ -15,11 +15,13 @@ keeps one vocabulary for both paths. Not ``httpx-aiohttp`` for the transport: it
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
 
 import aiohttp
+import certifi
 import httpx2
 from yarl import URL
 
@@ -182,7 +184,13 @@ class Upstream:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=self._keepalive),
+                connector=aiohttp.TCPConnector(
+                    limit=self._max_connections,
+                    keepalive_timeout=self._keepalive,
+                    # The CA bundle httpx (and so the sidecar before aiohttp) verifies providers against, not the
+                    # image's: the same trust wherever the sidecar runs.
+                    ssl=ssl.create_default_context(cafile=certifi.where()),
+                ),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=False,  # nothing asks for an encoding on the streamed path; httpx2 decodes its own
                 trust_env=False,

@@ -221,12 +221,22 @@ def test_keyring_credentials_via_the_cli(
         ('[models."openai/x"]\ncost = "cheap"\n', "cost must be [input, output, cacheRead, cacheWrite]"),
         ('[models."nobody/x"]\ncost = [1, 2]\n', "unknown provider 'nobody'"),
         ("not toml at all [", "is not valid TOML"),
+        (
+            '[upstream]\nproxy = "socks5://user:hunter2@egress:1080"\n',
+            "must be an http:// URL such as http://egress:3128, got a socks5:// URL; SOCKS proxies are not supported",
+        ),
     ],
 )
 def test_config_errors_say_what_to_fix(tmp_path: Path, config: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(write_config(tmp_path, config), {"HOME": str(tmp_path)})
     assert message in info.value.message
+    assert "hunter2" not in info.value.message
+
+
+def test_an_http_proxy_from_the_environment_is_kept(tmp_path: Path) -> None:
+    settings = load_settings(None, {"HOME": str(tmp_path), "HTTPS_PROXY": "http://egress:3128"})
+    assert settings.upstream_proxy == "http://egress:3128"
 
 
 def test_config_adds_providers_and_prices(tmp_path: Path) -> None:

@@ -3,12 +3,20 @@ reuse, and each failure named as what happened (the retry logic and the client's
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx2
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from sidecar.errors import UpstreamConnectError, UpstreamTimeout, map_transport_errors
 from sidecar.upstream import Upstream, client_timeout
@@ -126,3 +134,59 @@ async def test_no_byte_within_the_read_limit_is_a_read_timeout(upstream: FakeUps
             with map_transport_errors("anthropic"):
                 await anext(chunks)
         await response.aclose()
+
+
+@pytest.fixture
+def self_signed_server(tmp_path: Path) -> Iterator[str]:
+    """An HTTPS server on 127.0.0.1 whose certificate no CA signed: what a provider impersonator would present."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                try:
+                    context.wrap_socket(conn, server_side=True).close()  # the client refuses the handshake
+                except (ssl.SSLError, OSError):
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join(2)
+    server.close()
+
+
+async def test_a_certificate_no_ca_signed_is_refused(self_signed_server: str) -> None:
+    """TLS is verified (against certifi's bundle): the key is never sent to a server that cannot prove it is the
+    provider."""
+    async with Upstream() as client:
+        with pytest.raises(UpstreamConnectError, match=r"\(ConnectError\)"):
+            with map_transport_errors("anthropic"):
+                await client.post(f"{self_signed_server}/v1/messages", {"x-api-key": "sk-canary"}, b"{}", LIMITS)
