@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -100,7 +101,12 @@ def create_app(
     ledger = ledger or ledger_for(settings)
     budgets = Budgets(ledger, settings.budget_period, allow_unpriced=settings.allow_unpriced)
     realtime = RealtimeGateway(
-        settings, auth, registry, token_store_for(settings.realtime.token_store_url), ledger, budgets
+        settings,
+        auth,
+        registry,
+        token_store_for(settings.realtime.token_store_url, settings.token_store_file),
+        ledger,
+        budgets,
     )
     state: dict[str, Upstream] = {}
 
@@ -165,6 +171,7 @@ def create_app(
             {
                 "ok": True,
                 "version": __version__,
+                "pid": os.getpid(),  # which worker answered (serve --workers)
                 "ledger": {"pending": ledger.pending, "written": ledger.written, "ok": ledger.last_error is None},
                 "streams": admission.snapshot(),
             }

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import logging
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,7 +48,7 @@ def _known_secrets(settings: Settings, store: CredentialStore) -> list[str]:
 async def _check_stores(settings: Settings) -> None:
     """Open the ledger and the realtime token store once before serving, so an unreachable database or Redis is one
     clear line, not a lifespan traceback."""
-    for store in (store_for(settings), token_store_for(settings.realtime.token_store_url)):
+    for store in (store_for(settings), token_store_for(settings.realtime.token_store_url, settings.token_store_file)):
         await store.open()
         await store.close()
 
@@ -58,10 +59,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .app import create_app, create_public_app
     from .http_server import server_config
 
-    settings = load_settings(args.config, host=args.host, port=args.port)
+    settings = load_settings(args.config, host=args.host, port=args.port, workers=args.workers)
     store = CredentialStore(settings)
     configure_logging(settings, _known_secrets(settings, store))
-    asyncio.run(_check_stores(settings))
+    worker = args.listen_fd is not None
+    if not worker:
+        asyncio.run(_check_stores(settings))
+        if settings.workers > 1:
+            from .auth import BearerAuth
+            from .workers import supervise
+
+            BearerAuth.from_settings(settings)  # creates the token file once, before the workers read it
+            return supervise(settings, args.argv)
     app = create_app(settings)
     servable = sum(1 for _ in ModelRegistry(settings, store).servable())
     token_hint = "SIDECAR_TOKEN" if settings.token else str(settings.token_path)
@@ -76,7 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = server_config(app, settings, host=settings.host, port=settings.port, access_log=args.access_log)
     rt = settings.realtime
     if rt.public_host is None or rt.public_port is None:
-        uvicorn.Server(config).run()
+        uvicorn.Server(config).run(sockets=[socket.socket(fileno=args.listen_fd)] if worker else None)
         return 0
     # The private app's lifespan opens the ledger and token store that the public app shares.
     public = server_config(
@@ -88,18 +97,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         lifespan="off",
     )
     logging.getLogger("sidecar").info("public realtime listener on http://%s:%d", rt.public_host, rt.public_port)
-    asyncio.run(_serve_both(uvicorn.Server(config), uvicorn.Server(public)))
+    inherited = (args.listen_fd, args.public_fd) if worker and args.public_fd is not None else None
+    asyncio.run(_serve_both(uvicorn.Server(config), uvicorn.Server(public), inherited))
     return 0
 
 
-async def _serve_both(private: uvicorn.Server, public: uvicorn.Server) -> None:
+async def _serve_both(
+    private: uvicorn.Server, public: uvicorn.Server, inherited: tuple[int, int] | None = None
+) -> None:
     """Run the private and the public listener in one loop; when either stops (a signal reaches only the last
-    server's handler), the other is told to stop too."""
-    private_task = asyncio.create_task(private.serve())
+    server's handler), the other is told to stop too. ``inherited``: a worker's two listening descriptors."""
+    private_sockets, public_sockets = ([socket.socket(fileno=fd)] for fd in inherited) if inherited else (None, None)
+    private_task = asyncio.create_task(private.serve(private_sockets))
     # uvicorn exposes only a `started` flag, no event: poll it. The private lifespan opens the ledger and token store.
     while not private.started and not private_task.done():  # noqa: ASYNC110
         await asyncio.sleep(0.01)
-    public_task = asyncio.create_task(public.serve())
+    public_task = asyncio.create_task(public.serve(public_sockets))
     await asyncio.wait({private_task, public_task}, return_when=asyncio.FIRST_COMPLETED)
     private.should_exit = public.should_exit = True
     await asyncio.gather(private_task, public_task)
@@ -187,6 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=_port_number, help="port, 1-65535 (default 4000)")
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="processes serving the port, about one per core (default: [server] workers, else 1); they share the "
+        "ledger, budgets and realtime client secrets",
+    )
+    # A worker's inherited listening sockets (set by the supervisor, sidecar/workers.py).
+    serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--public-fd", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     token = with_config(sub.add_parser("token", help="print the workload bearer (created on first use)"))
@@ -205,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a worker is started with (sidecar/workers.py)
     try:
         return int(args.func(args))
     except (ConfigError, SidecarError) as exc:

@@ -133,6 +133,14 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     workloads: tuple[Workload, ...] = ()
     realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
+    workers: int = 1
+    """``[server] workers`` / ``serve --workers``: processes serving the one listening socket (a shared gateway on
+    several cores). The ledger file, budgets and realtime client secrets are shared between them."""
+
+    @property
+    def token_store_file(self) -> Path | None:
+        """The SQLite file the workers share realtime client secrets through when there are several and no Redis."""
+        return self.home / "realtime-tokens.db" if self.workers > 1 and not self.realtime.token_store_url else None
 
     @property
     def token_path(self) -> Path:
@@ -174,6 +182,7 @@ def load_settings(
     *,
     host: str | None = None,
     port: int | None = None,
+    workers: int | None = None,
 ) -> Settings:
     """Build settings from an optional TOML file and an environment mapping (``os.environ`` by default).
 
@@ -244,6 +253,7 @@ def load_settings(
         config_path=config_path,
         path_prefix=_path_prefix(server, env),
         log_content=bool(log_content),
+        workers=_workers(workers if workers is not None else _typed(server, "workers", int, "server")),
         limits=_limits(server),
         **_ledger_settings(raw, env),
         **_budget_settings(raw),
@@ -398,6 +408,17 @@ def _dereference(value: str, env: Mapping[str, str], where: str) -> str:
         except OSError as exc:
             raise ConfigError(f"{where}: cannot read {value[5:]}: {exc.strerror}") from None
     return value
+
+
+MAX_WORKERS = 64
+
+
+def _workers(count: int | None) -> int:
+    if count is None:
+        return 1
+    if not 1 <= count <= MAX_WORKERS:
+        raise ConfigError(f"[server] workers must be between 1 and {MAX_WORKERS} (about one per core), got {count}")
+    return count
 
 
 def _proxy(url: str | None) -> str | None:

@@ -221,6 +221,7 @@ def test_keyring_credentials_via_the_cli(
         ('[models."openai/x"]\ncost = "cheap"\n', "cost must be [input, output, cacheRead, cacheWrite]"),
         ('[models."nobody/x"]\ncost = [1, 2]\n', "unknown provider 'nobody'"),
         ("not toml at all [", "is not valid TOML"),
+        ("[server]\nworkers = 65\n", "[server] workers must be between 1 and 64 (about one per core), got 65"),
         (
             '[upstream]\nproxy = "socks5://user:hunter2@egress:1080"\n',
             "must be an http:// URL such as http://egress:3128, got a socks5:// URL; SOCKS proxies are not supported",
@@ -232,6 +233,16 @@ def test_config_errors_say_what_to_fix(tmp_path: Path, config: str, message: str
         load_settings(write_config(tmp_path, config), {"HOME": str(tmp_path)})
     assert message in info.value.message
     assert "hunter2" not in info.value.message
+
+
+def test_workers_share_realtime_secrets_through_a_file_unless_redis_is_configured(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "SIDECAR_HOME": str(tmp_path / "home")}
+    assert load_settings(None, env).token_store_file is None  # one process: its memory
+    several = load_settings(write_config(tmp_path, "[server]\nworkers = 3\n"), env)
+    assert several.workers == 3 and several.token_store_file == tmp_path / "home" / "realtime-tokens.db"
+    assert load_settings(None, env, workers=2).workers == 2  # serve --workers wins over the file
+    redis = write_config(tmp_path, '[server]\nworkers = 3\n[realtime]\ntoken_store = "redis://127.0.0.1:6379/0"\n')
+    assert load_settings(redis, env).token_store_file is None  # Redis is shared already
 
 
 def test_an_http_proxy_from_the_environment_is_kept(tmp_path: Path) -> None:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 
-import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from sidecar.errors import TokenStoreUnavailable
 
-from .tokens import Grant, TokenStore, describe_redis_url
+from .tokens import Grant, TokenStore, decode_grant, describe_redis_url, encode_grant
 
 _KEY_PREFIX = "pi-sidecar:vcst:"
 _MAX_CONNECTIONS = 50
@@ -54,7 +52,7 @@ class RedisTokenStore(TokenStore):
     async def put(self, key: str, grant: Grant) -> None:
         ttl_ms = max(int((grant.expires_at - time.time()) * 1000), 1)
         try:
-            await self._client().set(_KEY_PREFIX + key, orjson.dumps(asdict(grant)), px=ttl_ms, nx=True)
+            await self._client().set(_KEY_PREFIX + key, encode_grant(grant), px=ttl_ms, nx=True)
         except (RedisError, OSError) as exc:
             raise TokenStoreUnavailable(f"realtime token store failed ({self.description}): {exc}") from None
 
@@ -63,9 +61,4 @@ class RedisTokenStore(TokenStore):
             raw = await self._client().getdel(_KEY_PREFIX + key)  # atomic in Redis: one caller gets the value
         except (RedisError, OSError) as exc:
             raise TokenStoreUnavailable(f"realtime token store failed ({self.description}): {exc}") from None
-        if raw is None:
-            return None
-        data = orjson.loads(raw)
-        # Only the fields this version knows: a newer replica may have added some during a rolling upgrade.
-        grant = Grant(**{name: data[name] for name in Grant.__dataclass_fields__ if name in data})
-        return grant if grant.expires_at > time.time() else None
+        return None if raw is None else decode_grant(raw)

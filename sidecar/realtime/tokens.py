@@ -6,9 +6,11 @@ number of concurrent redemptions, across any number of sidecar replicas sharing 
 
     TokenStore          put / consume
     ├── MemoryTokenStore  one process (the default)
-    └── RedisTokenStore   ``SET key grant PX ttl NX`` to mint, ``GETDEL`` to redeem (Redis >= 6.2);
-                          ``sidecar.realtime.redis_tokens``, imported only when a Redis URL is configured (redis-py
-                          adds ~20 MiB to a process that does not use it)
+    ├── RedisTokenStore   ``SET key grant PX ttl NX`` to mint, ``GETDEL`` to redeem (Redis >= 6.2);
+    │                     ``sidecar.realtime.redis_tokens``, imported only when a Redis URL is configured (redis-py
+    │                     adds ~20 MiB to a process that does not use it)
+    └── SqliteTokenStore  one file shared by the workers of one sidecar (``[server] workers`` > 1, no Redis):
+                          ``sidecar.realtime.sqlite_tokens``
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ import base64
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
+
+import orjson
 
 TOKEN_PREFIX = "vcst_"
 
@@ -34,6 +39,19 @@ class Grant:
     expires_at: float
     """Epoch seconds."""
     budget_usd: float | None = None
+
+
+def encode_grant(grant: Grant) -> bytes:
+    """A grant as the shared stores keep it (JSON)."""
+    return orjson.dumps(asdict(grant))
+
+
+def decode_grant(raw: bytes | str) -> Grant | None:
+    """A stored grant, ``None`` once it expired. Only the fields this version knows: a newer replica may have added
+    some during a rolling upgrade."""
+    data = orjson.loads(raw)
+    grant = Grant(**{name: data[name] for name in Grant.__dataclass_fields__ if name in data})
+    return grant if grant.expires_at > time.time() else None
 
 
 def mint_token() -> tuple[str, str]:
@@ -94,9 +112,15 @@ def describe_redis_url(url: str) -> str:
         return "redis (malformed URL)"
 
 
-def store_for(url: str | None) -> TokenStore:
-    if not url:
-        return MemoryTokenStore()
-    from .redis_tokens import RedisTokenStore
+def store_for(url: str | None, shared_file: Path | None = None) -> TokenStore:
+    """Redis when ``url`` is set; else the SQLite file ``shared_file`` when several processes must share the secrets
+    (``Settings.token_store_file``); else this process's memory."""
+    if url:
+        from .redis_tokens import RedisTokenStore
 
-    return RedisTokenStore(url)
+        return RedisTokenStore(url)
+    if shared_file is not None:
+        from .sqlite_tokens import SqliteTokenStore
+
+        return SqliteTokenStore(shared_file)
+    return MemoryTokenStore()

@@ -1,8 +1,9 @@
-"""The single-use realtime client secrets (``vcst_…``) and both stores that redeem them: in memory and real Redis.
+"""The single-use realtime client secrets (``vcst_…``) and the stores that redeem them: in memory, in the SQLite file
+the workers of one sidecar share, and in real Redis.
 
-Every store test runs against ``MemoryTokenStore`` and against ``RedisTokenStore`` on the Redis at 127.0.0.1:6379
-(tests/realtime/conftest.py; unreachable Redis fails the tests). A test deletes the Redis keys it created; it never
-flushes, since the server may be shared.
+Every store test runs against ``MemoryTokenStore``, ``SqliteTokenStore`` (a file in the test's directory) and
+``RedisTokenStore`` on the Redis at 127.0.0.1:6379 (tests/realtime/conftest.py; unreachable Redis fails the tests).
+A test deletes the Redis keys it created; it never flushes, since the server may be shared.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import asyncio
 import base64
 import hashlib
 import re
+import sqlite3
 import time
 import traceback
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import orjson
 import pytest
@@ -22,6 +25,7 @@ import redis.asyncio as aioredis
 
 from sidecar.errors import TokenStoreUnavailable
 from sidecar.realtime.redis_tokens import RedisTokenStore
+from sidecar.realtime.sqlite_tokens import SqliteTokenStore
 from sidecar.realtime.tokens import (
     TOKEN_PREFIX,
     Grant,
@@ -54,6 +58,9 @@ class Stores:
 
     async def stored(self) -> dict[str, bytes]:
         """Everything the store holds, as raw key → raw value (Redis: every key under the prefix in the database)."""
+        if isinstance(self.store, SqliteTokenStore):
+            with sqlite3.connect(self.store.path) as db:
+                return dict(db.execute("SELECT key, grant_json FROM realtime_tokens").fetchall())
         if self.raw is None:
             assert isinstance(self.store, MemoryTokenStore)
             return {key: orjson.dumps(asdict(grant)) for key, grant in self.store._grants.items()}
@@ -66,10 +73,18 @@ def grant(ttl: float = 30.0, model: str = "openai/gpt-realtime") -> Grant:
     return Grant(model, "realtime", "workload:test", time.time() + ttl, 2.5)
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def stores(request: pytest.FixtureRequest) -> AsyncIterator[Stores]:
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
     if request.param == "memory":
         yield Stores("memory", MemoryTokenStore())
+        return
+    if request.param == "sqlite":
+        shared = SqliteTokenStore(tmp_path / "realtime-tokens.db")
+        await shared.open()
+        try:
+            yield Stores("sqlite", shared)
+        finally:
+            await shared.close()
         return
     url: str = request.getfixturevalue("redis_url")
     store = RedisTokenStore(url)
@@ -102,10 +117,32 @@ def test_a_minted_token_is_vcst_and_43_base64url_characters_of_32_random_bytes()
     assert len(tokens) == 500
 
 
-def test_store_for_picks_redis_only_for_a_url() -> None:
+def test_store_for_picks_redis_for_a_url_then_the_shared_file(tmp_path: Path) -> None:
     assert isinstance(store_for(None), MemoryTokenStore)
     assert isinstance(store_for(""), MemoryTokenStore)
     assert isinstance(store_for("redis://127.0.0.1:6379/7"), RedisTokenStore)
+    assert isinstance(store_for("redis://127.0.0.1:6379/7", tmp_path / "t.db"), RedisTokenStore)
+    assert isinstance(store_for(None, tmp_path / "t.db"), SqliteTokenStore)
+
+
+async def test_two_processes_sharing_the_file_redeem_a_secret_exactly_once(tmp_path: Path) -> None:
+    """Two workers: two connections to one file. A secret minted through one is redeemed through either, once, also
+    when both race for it (SQLite lets one writer in at a time)."""
+    path = tmp_path / "realtime-tokens.db"
+    first, second = SqliteTokenStore(path), SqliteTokenStore(path)
+    await first.open()
+    await second.open()
+    try:
+        keys = [mint_token()[1] for _ in range(20)]
+        for key in keys:
+            await first.put(key, grant())
+        assert await second.consume(keys[0]) is not None and await first.consume(keys[0]) is None
+        for key in keys[1:]:
+            results = await asyncio.gather(*(store.consume(key) for store in (first, second) for _ in range(5)))
+            assert len([r for r in results if r is not None]) == 1, key
+    finally:
+        await first.close()
+        await second.close()
 
 
 # ----- both stores --------------------------------------------------------------------------------------------------
