@@ -8,7 +8,8 @@ import ipaddress
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx2
@@ -93,28 +94,44 @@ async def test_a_body_cut_mid_stream_is_a_protocol_error_not_a_timeout(upstream:
         await response.aclose()
 
 
-@pytest.fixture
-def closing_server() -> Iterator[str]:
-    """Accepts, reads the request, and closes without a byte of response (a server dropping a kept-alive socket)."""
+@contextmanager
+def raw_server(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A TCP server on 127.0.0.1 that runs ``handle`` on each accepted connection, then closes it; yields the port."""
     server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
     stop = threading.Event()
 
     def serve() -> None:
-        server.settimeout(0.1)
         while not stop.is_set():
             try:
                 conn, _ = server.accept()
             except TimeoutError:
                 continue
             with conn:
-                conn.recv(65536)
+                try:
+                    handle(conn)
+                except OSError:
+                    pass
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    thread.join(2)
-    server.close()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(2)
+        server.close()
+
+
+@pytest.fixture
+def closing_server() -> Iterator[str]:
+    """Reads the request and closes without a byte of response (a server dropping a kept-alive socket)."""
+
+    def read_the_request(conn: socket.socket) -> None:
+        conn.recv(65536)
+
+    with raw_server(read_the_request) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 async def test_a_server_that_closes_without_answering_is_a_retryable_connection_failure(closing_server: str) -> None:
@@ -159,28 +176,15 @@ def self_signed_server(tmp_path: Path) -> Iterator[str]:
     )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.1)
-    stop = threading.Event()
 
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                try:
-                    context.wrap_socket(conn, server_side=True).close()  # the client refuses the handshake
-                except (ssl.SSLError, OSError):
-                    pass
+    def handshake(conn: socket.socket) -> None:
+        try:
+            context.wrap_socket(conn, server_side=True).close()  # the client refuses the handshake
+        except ssl.SSLError:
+            pass
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield f"https://127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    thread.join(2)
-    server.close()
+    with raw_server(handshake) as port:
+        yield f"https://127.0.0.1:{port}"
 
 
 async def test_a_certificate_no_ca_signed_is_refused(self_signed_server: str) -> None:
