@@ -171,7 +171,8 @@ class Upstream:
     the same pool for the rest. No cookies are kept (an upstream's cookie must not travel from one workload's
     request to another's), no redirects are followed, no proxy variable is read (``proxy`` is the configured one).
 
-    The session is made on first use, in the running loop; ``aclose`` (or ``async with``) closes it."""
+    The session is made on entering (``async with``, the app's lifespan) or on first use, in the running loop;
+    ``aclose`` (or leaving the ``async with``) closes it."""
 
     def __init__(self, *, proxy: str | None = None, max_connections: int = 1000, keepalive_seconds: float = 30.0):
         self._proxy = proxy
@@ -234,6 +235,7 @@ class Upstream:
             self._session = None
 
     async def __aenter__(self) -> Upstream:
+        self.session  # noqa: B018 (made now: building its TLS context takes ~30 ms, which the first call should not wait)
         return self
 
     async def __aexit__(

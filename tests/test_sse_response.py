@@ -243,7 +243,8 @@ def read_until(sock: socket.socket, marker: bytes) -> bytes:
 def test_wire_bytes_with_heartbeats(upstream: FakeUpstream, tmp_path: Any) -> None:
     config = write_config(tmp_path, "[server]\nheartbeat_seconds = 0.1\n[upstream]\nmax_retries = 0\n")
     with run_sidecar(sidecar_environ(upstream.url, tmp_path), config) as running:
-        upstream.push(Reply.sse(fixture_bytes(TEXT_FIXTURE), delay_before=0.35))
+        # 0.6 s of silence at a 0.1 s heartbeat: room for a busy host's scheduling jitter while still asking for two.
+        upstream.push(Reply.sse(fixture_bytes(TEXT_FIXTURE), delay_before=0.6))
         with raw_stream(running.url, pi_body("anthropic/claude-sonnet-4-5")) as sock:
             wire = read_until(sock, b"\r\n0\r\n\r\n")
     head, _, body = wire.partition(b"\r\n\r\n")
