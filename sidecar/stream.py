@@ -475,8 +475,8 @@ class Generation:
         past ``limit`` seconds."""
         loop = asyncio.get_running_loop()
         try:
-            # A fresh deadline per delta (a Timeout object and a timer handle, no task); the caller's yield stays
-            # outside it so a slow client socket is never mistaken for a slow upstream.
+            # A fresh deadline per upstream read (a Timeout object and a timer handle, no task); the caller's yield
+            # stays outside it so a slow client socket is never mistaken for a slow upstream.
             async with asyncio.timeout_at(None if limit is None else loop.time() + limit):
                 return await anext(deltas)
         except StopAsyncIteration:
@@ -507,7 +507,7 @@ class Generation:
             return
         task = asyncio.current_task()
         if task is None or not task.cancelling():
-            await aclose()  # the common case, a stream that ended: the drain in it is bounded
+            await aclose()  # the common case, a stream that ended: returns at once (a late body end drains apart)
             return
         # Being cancelled (the client left, the server stops): a cancellation that is level-triggered (anyio's)
         # would cancel this cleanup too; shield it (bounded) so the upstream response is really closed.
