@@ -24,8 +24,8 @@ from sidecar.providers.base import (
     UpstreamCall,
     UsageUpdate,
 )
-from sidecar.upstream import Upstream
 from tests.fakeupstream import FIXTURES, FakeUpstream, Reply, fixture_bytes
+from tests.providers.adapters import adapter_deltas
 
 CANARY = "sk-ant-canary-1234567890"
 FIXTURE_DIR = FIXTURES / "anthropic-messages"
@@ -59,16 +59,9 @@ def make_call(
     )
 
 
-async def run(call: UpstreamCall) -> tuple[list[Delta], UpstreamError | None]:
-    """Every delta the adapter yields, and the error it raised (if any)."""
-    deltas: list[Delta] = []
-    async with Upstream() as client:
-        try:
-            async for item in stream(call, client):  # a delta, or an upstream read's list of them
-                deltas.extend(item if isinstance(item, list) else [item])
-        except UpstreamError as exc:
-            return deltas, exc
-    return deltas, None
+async def run(call: UpstreamCall) -> tuple[list[Delta], Exception | None]:
+    """Every delta the adapter yields, and the ``UpstreamError`` it raised (if any)."""
+    return await adapter_deltas(stream, call, catch=UpstreamError)
 
 
 @pytest.fixture(scope="module")

@@ -43,10 +43,10 @@ from sidecar.providers import ADAPTERS, bedrock_converse_stream
 from sidecar.providers.base import Delta, Finish, ResponseInfo, UpstreamCall, UsageUpdate
 from sidecar.registry import ModelRegistry
 from sidecar.stream import MessageAssembler, SilentEncoder
-from sidecar.upstream import Upstream
 from tests.canaries import leaks
 from tests.conftest import pi_body, read_events
 from tests.fakeupstream import FIXTURES, FakeUpstream, Reply, fixture_bytes
+from tests.providers.adapters import adapter_deltas
 from tests.sidecar_server import TOKEN, run_sidecar, sidecar_environ, write_config
 
 DIR = "bedrock-converse-stream"
@@ -122,14 +122,7 @@ def make_call(
 
 
 async def collect(call: UpstreamCall) -> tuple[list[Delta], Exception | None]:
-    deltas: list[Delta] = []
-    async with Upstream() as client:
-        try:
-            async for delta in bedrock_converse_stream.stream(call, client):
-                deltas.append(delta)
-        except Exception as exc:
-            return deltas, exc
-    return deltas, None
+    return await adapter_deltas(bedrock_converse_stream.stream, call)
 
 
 def assemble(deltas: list[Delta], spec: ModelSpec | None = None) -> dict[str, Any]:

@@ -20,9 +20,9 @@ from sidecar.models import ModelSpec, Pricing, load_builtin_catalog
 from sidecar.providers import ADAPTERS, google_generative_ai
 from sidecar.providers.base import Delta, Finish, ResponseInfo, TextDelta, UpstreamCall, UsageUpdate
 from sidecar.stream import MessageAssembler, SilentEncoder
-from sidecar.upstream import Upstream
 from tests.conftest import FAST_CONFIG, pi_body, read_events
 from tests.fakeupstream import FIXTURES, FakeUpstream, Reply, fixture_bytes
+from tests.providers.adapters import adapter_deltas
 from tests.sidecar_server import TOKEN, RunningSidecar, run_sidecar, sidecar_environ, write_config
 
 CANARY = "AIzaSy-canary-KEY-do-not-leak-0123456789"
@@ -78,14 +78,7 @@ def up(upstream: FakeUpstream) -> FakeUpstream:
 
 
 async def collect(call: UpstreamCall) -> tuple[list[Delta], Exception | None]:
-    deltas: list[Delta] = []
-    async with Upstream() as client:
-        try:
-            async for delta in google_generative_ai.stream(call, client):
-                deltas.append(delta)
-        except Exception as exc:
-            return deltas, exc
-    return deltas, None
+    return await adapter_deltas(google_generative_ai.stream, call)
 
 
 def assemble(deltas: list[Delta], model_id: str = "gemini-2.5-flash") -> dict[str, Any]:

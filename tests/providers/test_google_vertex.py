@@ -22,10 +22,10 @@ from sidecar.models import ModelSpec
 from sidecar.providers import ADAPTERS, google_vertex
 from sidecar.providers.base import Delta, UpstreamCall
 from sidecar.stream import MessageAssembler, SilentEncoder
-from sidecar.upstream import Upstream
 from tests.canaries import leaks
 from tests.conftest import pi_body, read_events
 from tests.fakeupstream import FakeUpstream, Reply, fixture_bytes
+from tests.providers.adapters import adapter_deltas
 from tests.sidecar_server import TOKEN, run_sidecar, sidecar_environ, write_config
 from tests.test_vertex_auth import FakeGoogle, pem_body, service_account_doc
 
@@ -93,14 +93,7 @@ def envelope(doc: dict[str, str], **defaults: str) -> str:
 
 
 async def collect(call: UpstreamCall) -> tuple[list[Delta], Exception | None]:
-    deltas: list[Delta] = []
-    async with Upstream() as client:
-        try:
-            async for delta in google_vertex.stream(call, client):
-                deltas.append(delta)
-        except Exception as exc:
-            return deltas, exc
-    return deltas, None
+    return await adapter_deltas(google_vertex.stream, call)
 
 
 def assemble(deltas: list[Delta]) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from sidecar.providers.base import (
     UpstreamCall,
     UsageUpdate,
 )
-from sidecar.upstream import Upstream
 from tests.fakeupstream import FIXTURES, FakeUpstream, Reply, fixture_bytes
+from tests.providers.adapters import adapter_deltas
 
 CANARY = "sk-canary-0123456789abcdef"
 DIR = "openai-chat-completions"
@@ -64,22 +64,12 @@ def make_call(
 
 
 async def collect(call: UpstreamCall) -> list[Delta]:
-    async with Upstream() as client:
-        deltas: list[Delta] = []
-        async for item in openai_completions.stream(call, client):  # a delta, or an upstream read's list of them
-            deltas.extend(item if isinstance(item, list) else [item])
-        return deltas
+    deltas, _ = await adapter_deltas(openai_completions.stream, call, catch=())  # an error propagates
+    return deltas
 
 
 async def collect_until_error(call: UpstreamCall) -> tuple[list[Delta], Exception | None]:
-    deltas: list[Delta] = []
-    async with Upstream() as client:
-        try:
-            async for item in openai_completions.stream(call, client):
-                deltas.extend(item if isinstance(item, list) else [item])
-        except Exception as exc:
-            return deltas, exc
-    return deltas, None
+    return await adapter_deltas(openai_completions.stream, call)
 
 
 def sse(*chunks: dict[str, Any], done: bool = True) -> bytes:

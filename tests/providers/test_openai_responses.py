@@ -15,9 +15,9 @@ from sidecar.models import ModelSpec, Pricing
 from sidecar.providers import openai_responses
 from sidecar.providers.base import Delta, Finish, ResponseInfo, ThinkingDelta, UpstreamCall, UsageUpdate
 from sidecar.stream import MessageAssembler, SilentEncoder
-from sidecar.upstream import Upstream
 from tests.conftest import pi_body, read_events
 from tests.fakeupstream import FIXTURES, FakeUpstream, Reply, fixture_bytes
+from tests.providers.adapters import adapter_deltas
 from tests.sidecar_server import OPENAI_CANARY, TOKEN, RunningSidecar
 
 CANARY = "sk-canary-0123456789abcdef"
@@ -60,14 +60,7 @@ def make_call(
 
 
 async def collect(call: UpstreamCall) -> tuple[list[Delta], Exception | None]:
-    deltas: list[Delta] = []
-    async with Upstream() as client:
-        try:
-            async for item in openai_responses.stream(call, client):  # a delta, or an upstream read's list of them
-                deltas.extend(item if isinstance(item, list) else [item])
-        except Exception as exc:
-            return deltas, exc
-    return deltas, None
+    return await adapter_deltas(openai_responses.stream, call)
 
 
 def recorded(data: bytes) -> list[dict[str, Any]]:
