@@ -61,7 +61,6 @@ from .providers.base import (
     ThinkingDelta,
     ToolCallDelta,
     UpstreamCall,
-    body_chunks,
     endpoint,
     open_stream,
 )
@@ -277,7 +276,7 @@ class Relay:
         try:
             async with open_stream(client, call, url, headers=headers, json_body=body) as response:
                 # The body's shared iterator: open_stream's drain continues it after the terminal event.
-                chunks = body_chunks(response)
+                chunks = response.chunks()
                 with map_transport_errors(call.model.provider):
                     while not parser.done:
                         chunk = await anext(chunks, None)
@@ -311,7 +310,7 @@ class Relay:
         url, headers, body = self._post(call, "application/json")
         try:
             async with open_stream(client, call, url, headers=headers, json_body=body) as response:
-                chunks = body_chunks(response)
+                chunks = response.chunks()
                 reply = bytearray()
                 with map_transport_errors(call.model.provider):
                     async for chunk in chunks:

@@ -183,23 +183,25 @@ class Upstream:
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=self._max_connections,
-                    keepalive_timeout=self._keepalive,
-                    # The CA bundle httpx (and so the sidecar before aiohttp) verifies providers against, not the
-                    # image's: the same trust wherever the sidecar runs.
-                    ssl=ssl.create_default_context(cafile=certifi.where()),
-                ),
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,  # nothing asks for an encoding on the streamed path; httpx2 decodes its own
-                trust_env=False,
-                timeout=client_timeout(None, None),
-                headers={"User-Agent": f"pi-sidecar/{__version__}"},  # unless the model's headers name another
-                skip_auto_headers=("Accept-Encoding", "Content-Type"),  # a caller that means one sends it
-            )
-        return self._session
+        return self._session or self._open()
+
+    def _open(self) -> aiohttp.ClientSession:
+        session = self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=self._max_connections,
+                keepalive_timeout=self._keepalive,
+                # The CA bundle httpx (and so the sidecar before aiohttp) verifies providers against, not the
+                # image's: the same trust wherever the sidecar runs.
+                ssl=ssl.create_default_context(cafile=certifi.where()),
+            ),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,  # nothing asks for an encoding on the streamed path; httpx2 decodes its own
+            trust_env=False,
+            timeout=client_timeout(None, None),
+            headers={"User-Agent": f"pi-sidecar/{__version__}"},  # unless the model's headers name another
+            skip_auto_headers=("Accept-Encoding", "Content-Type"),  # a caller that means one sends it
+        )
+        return session
 
     @property
     def http(self) -> httpx2.AsyncClient:
@@ -235,7 +237,8 @@ class Upstream:
             self._session = None
 
     async def __aenter__(self) -> Upstream:
-        self.session  # noqa: B018 (made now: building its TLS context takes ~30 ms, which the first call should not wait)
+        if self._session is None:
+            self._open()  # now: building its TLS context takes ~30 ms, which the first call should not wait for
         return self
 
     async def __aexit__(

@@ -217,16 +217,11 @@ def _backoff_delay(attempt: int, retry_after: float | None, cap: float) -> float
     return min(delay, cap) if cap > 0 else delay
 
 
-def body_chunks(response: UpstreamResponse) -> AsyncIterator[bytes]:
-    """The body of a response ``open_stream`` yielded, as its one shared iterator: the drain *continues* it after a
-    reader stopped at the terminal event, instead of abandoning the connection with the chunked terminator unread."""
-    return response.chunks()
-
-
 async def body_text(response: UpstreamResponse) -> AsyncIterator[str]:
-    """``body_chunks`` as text. SSE is UTF-8 whatever the header says; a character split across chunks is kept."""
+    """The body (``response.chunks()``, the one iterator the drain continues) as text. SSE is UTF-8 whatever the
+    header says; a character split across chunks is kept."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    async for chunk in body_chunks(response):
+    async for chunk in response.chunks():
         if text := decoder.decode(chunk):
             yield text
     if tail := decoder.decode(b"", final=True):
@@ -260,7 +255,7 @@ async def _drain_then_close(response: UpstreamResponse) -> None:
     try:
         async with asyncio.timeout(_DRAIN_SECONDS):
             size = 0
-            async for chunk in body_chunks(response):
+            async for chunk in response.chunks():
                 size += len(chunk)
                 if size > _MAX_DRAIN_BYTES:
                     break

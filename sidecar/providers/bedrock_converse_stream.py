@@ -51,7 +51,6 @@ from sidecar.providers.base import (
     ToolCallDelta,
     UpstreamCall,
     UsageUpdate,
-    body_chunks,
     event_object,
     open_stream,
 )
@@ -301,7 +300,7 @@ async def iter_messages(response: UpstreamResponse, provider: str, eventstream: 
     buffer = eventstream.EventStreamBuffer()
     try:
         with map_transport_errors(provider):
-            async for chunk in body_chunks(response):
+            async for chunk in response.chunks():
                 buffer.add_data(chunk)
                 for message in buffer:
                     yield message
