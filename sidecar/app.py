@@ -9,25 +9,28 @@ import gc
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from . import __version__
 from .admission import Admission
 from .ai_gateway_routes import ai_gateway_router
 from .auth import BearerAuth, Caller
 from .config import Settings
+from .credential_routes import credential_router
 from .credentials import CredentialStore
 from .errors import BadRequest, SidecarError
 from .gateway_routes import gateway_router
 from .ingress_routes import ingress_router
 from .ledger import Ledger, ledger_for
 from .ledger.budget import Budgets
+from .metrics import Metrics, StateSources
+from .metrics_routes import metrics_router
 from .model_routes import ModelRoutes
 from .realtime.routes import RealtimeGateway, realtime_router, realtime_socket_router
 from .realtime.tokens import store_for as token_store_for
@@ -58,6 +61,25 @@ def log_outcome(generation_id: str, caller: Caller, outcome: Outcome) -> None:
         f"{outcome.ttft_ms:.1f}" if outcome.ttft_ms is not None else "-",
         outcome.duration_ms,
         f" error={outcome.error_type}/{outcome.error_status}" if outcome.error_type else "",
+        # The same values as fields of their own, for the JSON log format (the text format writes only the line).
+        extra={
+            "fields": {
+                "generation_id": generation_id,
+                "caller": caller.identity,
+                "provider": outcome.message["provider"],
+                "model": outcome.message["model"],
+                "reason": outcome.reason,
+                "input_tokens": usage["input"],
+                "output_tokens": usage["output"],
+                "cache_read_tokens": usage["cacheRead"],
+                "cache_write_tokens": usage["cacheWrite"],
+                "cost_usd": usage["cost"]["total"],
+                "ttft_ms": outcome.ttft_ms,
+                "duration_ms": outcome.duration_ms,
+                "error_type": outcome.error_type,
+                "error_status": outcome.error_status,
+            }
+        },
     )
 
 
@@ -100,6 +122,7 @@ def create_app(
     )
     ledger = ledger or ledger_for(settings)
     budgets = Budgets(ledger, settings.budget_period, allow_unpriced=settings.allow_unpriced)
+    metrics = Metrics(settings.metrics.multiprocess_dir) if settings.metrics.enabled else None
     realtime = RealtimeGateway(
         settings,
         auth,
@@ -107,7 +130,20 @@ def create_app(
         token_store_for(settings.realtime.token_store_url, settings.token_store_file),
         ledger,
         budgets,
+        metrics,
     )
+    if metrics is not None:
+        metrics.watch(
+            StateSources(
+                streams_in_flight=lambda: admission.in_flight,
+                streams_refused=lambda: admission.refused,
+                ledger_pending=lambda: ledger.pending,
+                ledger_written=lambda: ledger.written,
+                ledger_write_errors=lambda: ledger.write_errors,
+                ledger_dropped=lambda: ledger.dropped,
+                realtime_sessions=lambda: sum(realtime.sessions.values()),
+            )
+        )
     state: dict[str, Upstream] = {}
 
     @asynccontextmanager
@@ -116,7 +152,10 @@ def create_app(
         try:
             await realtime.tokens.open()
             try:
-                async with upstream or Upstream(proxy=settings.upstream_proxy) as client:
+                async with (
+                    upstream or Upstream(proxy=settings.upstream_proxy) as client,
+                    metrics.publishing() if metrics is not None else nullcontext(),
+                ):
                     state["client"] = client
                     # What start-up made (modules, the catalog, price tables: ~100k objects) lives as long as the
                     # process; out of the collector's sight, a full collection no longer walks it (~100 ms: a stall
@@ -178,10 +217,14 @@ def create_app(
         )
 
     app.include_router(gateway_router(auth, ledger, budgets, json_response))
+    app.include_router(credential_router(settings, credentials, auth, lambda: state["client"]))
     app.include_router(realtime_router(realtime, json_response))
     app.include_router(realtime_socket_router(realtime))
     app.state.realtime = realtime
     app.state.admission = admission
+    if metrics is not None and settings.metrics.port is None:
+        app.include_router(metrics_router(auth, metrics))
+    app.metrics = metrics
     app.path_prefix = settings.path_prefix
 
     service = GenerationService(
@@ -193,8 +236,9 @@ def create_app(
         admission=admission,
         client=lambda: state["client"],
         on_finish=on_finish,
+        metrics=metrics,
     )
-    app.model_routes = ModelRoutes(service)
+    app.model_routes = ModelRoutes(service, metrics)
     app.include_router(ingress_router(service))
     app.include_router(ai_gateway_router(service))  # GET <base>/config: before the catch-all no_route
 
@@ -238,14 +282,35 @@ class SidecarApp(FastAPI):
 
     model_routes: ModelRoutes | None = None
     path_prefix: str = ""
+    metrics: Metrics | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.path_prefix and scope["type"] in ("http", "websocket"):
             scope = without_prefix(scope, self.path_prefix)
-        if self.model_routes is not None and (fmt := self.model_routes.match(scope)) is not None:
-            await self.model_routes.serve(fmt, scope, receive, send)
+        if self.model_routes is not None and (route := self.model_routes.match(scope)) is not None:
+            await self.model_routes.serve(route, scope, receive, send)
             return
-        await super().__call__(scope, receive, send)
+        if self.metrics is None or scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        await self._counted(self.metrics, scope, receive, send)
+
+    async def _counted(self, metrics: Metrics, scope: Scope, receive: Receive, send: Send) -> None:
+        """A FastAPI route, counted by its path template (``/v1/generation``; ``/{path:path}`` for the 404s and the
+        preflights, so an unknown path never becomes a label of its own) and the status it answered."""
+        status = 500  # what the server sends when the app raises before starting its response
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await super().__call__(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            metrics.request(getattr(route, "path", "unmatched"), scope["method"], status)
 
 
 def without_prefix(scope: Scope, prefix: str) -> Scope:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from . import __version__
 from .auth import read_or_create_token, workload_token
 from .cloud import secret_values
-from .config import Settings, load_settings
+from .config import LOG_FORMATS, Settings, load_settings
 from .credentials import CredentialStore, keyring_delete, keyring_set
 from .errors import ConfigError, SidecarError
 from .ledger import store_for
@@ -25,6 +25,8 @@ from .registry import ModelRegistry
 
 if TYPE_CHECKING:
     import uvicorn
+
+    from .metrics import Metrics
 
 
 def _known_secrets(settings: Settings, store: CredentialStore) -> list[str]:
@@ -58,8 +60,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .app import create_app, create_public_app
     from .http_server import server_config
+    from .metrics_routes import MetricsApp
 
-    settings = load_settings(args.config, host=args.host, port=args.port, workers=args.workers)
+    settings = load_settings(
+        args.config, host=args.host, port=args.port, workers=args.workers, log_format=args.log_format
+    )
     store = CredentialStore(settings)
     configure_logging(settings, _known_secrets(settings, store))
     worker = args.listen_fd is not None
@@ -71,10 +76,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
             BearerAuth.from_settings(settings)  # creates the token file once, before the workers read it
             return supervise(settings, args.argv)
+    sockets = _listening_sockets(settings, args)
     app = create_app(settings)
     servable = sum(1 for _ in ModelRegistry(settings, store).servable())
     token_hint = "SIDECAR_TOKEN" if settings.token else str(settings.token_path)
-    logging.getLogger("sidecar").info(
+    log = logging.getLogger("sidecar")
+    log.info(
         "pi-sidecar %s on http://%s:%d — %d models servable; workload bearer from %s",
         __version__,
         settings.host,
@@ -83,39 +90,57 @@ def cmd_serve(args: argparse.Namespace) -> int:
         token_hint,
     )
     config = server_config(app, settings, host=settings.host, port=settings.port, access_log=args.access_log)
-    rt = settings.realtime
-    if rt.public_host is None or rt.public_port is None:
-        uvicorn.Server(config).run(sockets=[socket.socket(fileno=args.listen_fd)] if worker else None)
+    private = (uvicorn.Server(config), sockets.pop("private"))
+    if not sockets:
+        private[0].run(sockets=[private[1]])
         return 0
-    # The private app's lifespan opens the ledger and token store that the public app shares.
-    public = server_config(
-        create_public_app(app),
-        settings,
-        host=rt.public_host,
-        port=rt.public_port,
-        access_log=args.access_log,
-        lifespan="off",
-    )
-    logging.getLogger("sidecar").info("public realtime listener on http://%s:%d", rt.public_host, rt.public_port)
-    inherited = (args.listen_fd, args.public_fd) if worker and args.public_fd is not None else None
-    asyncio.run(_serve_both(uvicorn.Server(config), uvicorn.Server(public), inherited))
+    # The private app's lifespan opens the ledger and token store that the others share; they have none of their own.
+    others: list[tuple[uvicorn.Server, socket.socket]] = []
+    for name, sock in sockets.items():
+        host, port = sock.getsockname()[:2]
+        other = create_public_app(app) if name == "public" else MetricsApp(_metrics_of(app))
+        config = server_config(other, settings, host=host, port=port, access_log=args.access_log, lifespan="off")
+        others.append((uvicorn.Server(config), sock))
+        log.info("%s listener on http://%s:%d", "public realtime" if name == "public" else "metrics", host, port)
+    asyncio.run(_serve_together(private, others))
     return 0
 
 
-async def _serve_both(
-    private: uvicorn.Server, public: uvicorn.Server, inherited: tuple[int, int] | None = None
+def _metrics_of(app: object) -> Metrics:
+    from .metrics import Metrics
+
+    metrics = getattr(app, "metrics", None)
+    assert isinstance(metrics, Metrics), "a metrics listener is bound only when metrics are enabled"
+    return metrics
+
+
+def _listening_sockets(settings: Settings, args: argparse.Namespace) -> dict[str, socket.socket]:
+    """The listeners by name (``private``, and ``public`` / ``metrics`` when configured): a worker's inherited
+    descriptors, else bound here before the app starts, so that a port in use is one line naming it and saying what
+    to do (``workers.listen``), not uvicorn's errno after "Application startup complete"."""
+    from .workers import bind, listeners
+
+    wanted = listeners(settings)
+    if args.listen_fd is None:
+        return {listener.name: sock for listener, sock in bind(wanted).items()}
+    inherited = {"--listen-fd": args.listen_fd, "--public-fd": args.public_fd, "--metrics-fd": args.metrics_fd}
+    return {listener.name: socket.socket(fileno=inherited[listener.flag]) for listener in wanted}
+
+
+async def _serve_together(
+    private: tuple[uvicorn.Server, socket.socket], others: list[tuple[uvicorn.Server, socket.socket]]
 ) -> None:
-    """Run the private and the public listener in one loop; when either stops (a signal reaches only the last
-    server's handler), the other is told to stop too. ``inherited``: a worker's two listening descriptors."""
-    private_sockets, public_sockets = ([socket.socket(fileno=fd)] for fd in inherited) if inherited else (None, None)
-    private_task = asyncio.create_task(private.serve(private_sockets))
+    """Run the private listener and the others in one loop; when any stops (a signal reaches only the last server's
+    handler), the rest are told to stop too."""
+    private_task = asyncio.create_task(private[0].serve([private[1]]))
     # uvicorn exposes only a `started` flag, no event: poll it. The private lifespan opens the ledger and token store.
-    while not private.started and not private_task.done():  # noqa: ASYNC110
+    while not private[0].started and not private_task.done():  # noqa: ASYNC110
         await asyncio.sleep(0.01)
-    public_task = asyncio.create_task(public.serve(public_sockets))
-    await asyncio.wait({private_task, public_task}, return_when=asyncio.FIRST_COMPLETED)
-    private.should_exit = public.should_exit = True
-    await asyncio.gather(private_task, public_task)
+    tasks = {private_task, *(asyncio.create_task(server.serve([sock])) for server, sock in others)}
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for server, _ in (private, *others):
+        server.should_exit = True
+    await asyncio.gather(*tasks)
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -135,10 +160,30 @@ def cmd_credentials(args: argparse.Namespace) -> int:
             credential = store.resolve(provider)
             if credential is not None:
                 where = credential.source
+            elif not provider.needs_credential:
+                where = "not needed"
             else:
-                where = "not needed" if not provider.needs_credential else "missing"
+                why = store.why_missing(provider)
+                where = f"missing ({why})" if why else "missing"
             print(f"{provider.id:<12} {where}")
         return 0
+    if args.action == "check":
+        # Exit 1 when a credential is there but does not work (invalid, unreachable); a missing one is a provider
+        # not in use, not a failure.
+        from .credential_check import FAILED, CredentialStatus, check_credentials
+        from .upstream import Upstream
+
+        configure_logging(settings, _known_secrets(settings, store))
+
+        async def check() -> list[CredentialStatus]:
+            async with Upstream(proxy=settings.upstream_proxy) as client:
+                return await check_credentials(settings, store, client)
+
+        statuses = asyncio.run(check())
+        for s in statuses:
+            latency = f"{s.latency_ms:.0f} ms" if s.latency_ms is not None else "-"
+            print(f"{s.provider:<12} {s.status:<12} {s.location or '-':<28} {latency:>8}  {s.reason}")
+        return 1 if any(s.status in FAILED for s in statuses) else 0
     if not args.provider:
         print(f"sidecar credentials {args.action}: name a provider", file=sys.stderr)
         return 2
@@ -187,8 +232,65 @@ def _port_number(text: str) -> int:
     return port
 
 
+_SERVE_DESCRIPTION = """\
+Run the gateway: an HTTP server (default http://127.0.0.1:4000) that holds the
+provider credentials and serves /v1/pi/stream, the OpenAI-, Anthropic- and AI
+SDK-compatible routes and the realtime relay to callers that present the
+workload bearer. Callers never see a provider key.
+
+Needs: the workload bearer (SIDECAR_TOKEN, else the token file, created on
+first use: see `sidecar token`) and a credential for each provider to call
+(its standard env var such as OPENAI_API_KEY, the secrets directory, the OS
+keyring or a [providers.<id>] credential location: see `sidecar credentials`).
+With none, only the echo/echo model is served.
+
+Configuration, first found wins: these options, the TOML file (--config, else
+$SIDECAR_CONFIG), the environment (SIDECAR_*, HTTPS_PROXY …), the defaults. A
+setting or section the file does not know is an error naming the closest
+known one; the README's Configuration section lists them all."""
+
+_SERVE_EPILOG = """\
+examples:
+  SIDECAR_TOKEN=... sidecar serve
+  sidecar serve --config sidecar.toml --workers 4 --log-format json"""
+
+_TOKEN_DESCRIPTION = """\
+Print the workload bearer: the token callers send as `Authorization: Bearer …`
+(or as their SDK's API key). With SIDECAR_TOKEN set, that value; otherwise the
+token file, created on first use with 32 random bytes (base64url, mode 0600):
+[server] token_file, else `token` in the sidecar's home ($SIDECAR_HOME, else
+$XDG_CONFIG_HOME/pi-sidecar, else ~/.config/pi-sidecar)."""
+
+_CREDENTIALS_DESCRIPTION = """\
+Provider credentials, which only the sidecar holds and no command prints:
+  list             where each provider's credential comes from (never the value)
+  set PROVIDER     store an API key in the OS keyring (prompted for, or read
+                   from stdin)
+  remove PROVIDER  delete a provider's key from the OS keyring
+  check            probe every provider's credential now; exit 1 if one is
+                   invalid or unreachable
+
+A provider's credential is looked up in this order, first found wins: the
+config file's [providers.<id>] credential (env:NAME, file:PATH,
+keyring:SERVICE), the secrets directory ([credentials] secrets_dir, else
+$SIDECAR_SECRETS_DIR; a file named after the provider), the provider's
+standard env vars (OPENAI_API_KEY …), the OS keyring (service [credentials]
+keyring_service, default pi-sidecar)."""
+
+_MODELS_DESCRIPTION = """\
+List the models `sidecar serve` would serve now, one per line: id, wire API and
+price in USD per 1M input/output tokens (or "unpriced"). Listed: every model of
+the built-in catalog and the config's [models] rows whose provider has a
+credential or needs none. Any other model id of a known provider is served
+too, priced as the README's "Models and cost" section describes."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sidecar", description="Credential-holding auth gateway for LLM agents")
+    parser = argparse.ArgumentParser(
+        prog="sidecar",
+        description="Credential-holding auth gateway for LLM agents",
+        epilog="`sidecar COMMAND --help` describes each command and its options.",
+    )
     parser.add_argument("--version", action="version", version=f"pi-sidecar {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -196,10 +298,27 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", type=Path, help="TOML config file (default: $SIDECAR_CONFIG)")
         return p
 
-    serve = with_config(sub.add_parser("serve", help="run the gateway"))
-    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
-    serve.add_argument("--port", type=_port_number, help="port, 1-65535 (default 4000)")
-    serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    def command(name: str, summary: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
+        return with_config(
+            sub.add_parser(
+                name,
+                help=summary,
+                description=description,
+                epilog=epilog,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
+        )
+
+    serve = command("serve", "run the gateway", _SERVE_DESCRIPTION, _SERVE_EPILOG)
+    serve.add_argument("--host", help="bind address (default: [server] host, else 127.0.0.1)")
+    serve.add_argument("--port", type=_port_number, help="port, 1-65535 (default: [server] port, else 4000)")
+    serve.add_argument("--access-log", action="store_true", help="log one line per HTTP request")
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="text: one line per record; json: one JSON object per line (default: [server] log_format, else "
+        "$SIDECAR_LOG_FORMAT, else text)",
+    )
     serve.add_argument(
         "--workers",
         type=int,
@@ -209,18 +328,35 @@ def build_parser() -> argparse.ArgumentParser:
     # A worker's inherited listening sockets (set by the supervisor, sidecar/workers.py).
     serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
     serve.add_argument("--public-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--metrics-fd", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
-    token = with_config(sub.add_parser("token", help="print the workload bearer (created on first use)"))
-    token.add_argument("--regenerate", action="store_true", help="replace the token file with a new token")
+    token = command("token", "print the workload bearer (created on first use)", _TOKEN_DESCRIPTION)
+    token.add_argument(
+        "--regenerate",
+        action="store_true",
+        help="replace the token file with a new token and print it; a running sidecar accepts the old one until "
+        "it restarts",
+    )
     token.set_defaults(func=cmd_token)
 
-    creds = with_config(sub.add_parser("credentials", help="manage provider keys in the OS keyring"))
-    creds.add_argument("action", choices=["set", "list", "remove"])
+    creds = with_config(
+        sub.add_parser(
+            "credentials",
+            help="manage provider keys in the OS keyring",
+            description=_CREDENTIALS_DESCRIPTION,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
+    creds.add_argument(
+        "action",
+        choices=["set", "list", "remove", "check"],
+        help="check: probe every provider's credential now; exit 1 if one is invalid or unreachable",
+    )
     creds.add_argument("provider", nargs="?")
     creds.set_defaults(func=cmd_credentials)
 
-    models = with_config(sub.add_parser("models", help="list the models servable now"))
+    models = command("models", "list the models servable now", _MODELS_DESCRIPTION)
     models.set_defaults(func=cmd_models)
     return parser
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .models import Catalog, build_catalog, load_builtin_catalog
+from .models import Catalog, build_catalog, closest, load_builtin_catalog, refuse_unknown_keys
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4000
@@ -93,6 +93,24 @@ class RealtimeSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """``[metrics]``: the Prometheus endpoint ``GET /metrics``."""
+
+    enabled: bool = True
+    """Off: no ``/metrics`` anywhere and nothing counted."""
+    host: str | None = None
+    port: int | None = None
+    """A listener of its own serving only ``/metrics``, without the bearer, for a scraper; ``None``: ``/metrics`` is
+    served on the main listener behind the workload bearer. Never on the public realtime listener."""
+    multiprocess_dir: Path | None = None
+    """``PROMETHEUS_MULTIPROC_DIR``, which ``serve --workers`` sets for its workers: they count into files there and
+    a scrape sums them (prometheus-client's multiprocess mode)."""
+
+
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
@@ -113,6 +131,9 @@ class Settings:
     max_retries: int = 2
     upstream_proxy: str | None = None
     log_level: str = "info"
+    log_format: str = "text"
+    """``text`` (one line per record) or ``json`` (one object per line): ``--log-format``, ``[server] log_format``,
+    ``SIDECAR_LOG_FORMAT``."""
     catalog: Catalog = field(default_factory=lambda: build_catalog(load_builtin_catalog()))
     environ: Mapping[str, str] = field(default_factory=dict)
     config_path: Path | None = None
@@ -133,6 +154,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     workloads: tuple[Workload, ...] = ()
     realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     workers: int = 1
     """``[server] workers`` / ``serve --workers``: processes serving the one listening socket (a shared gateway on
     several cores). The ledger file, budgets and realtime client secrets are shared between them."""
@@ -151,11 +173,48 @@ class Settings:
         return self.ledger_path or self.home / "ledger.db"
 
 
-def _table(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+def _table(raw: Mapping[str, Any], name: str, known: Collection[str] | None) -> Mapping[str, Any]:
+    """The section ``[name]``, refusing a key not in ``known``; ``None``: its entries are tables, each checked where
+    it is read (``[providers.<id>]``, ``[models."provider/id"]``: ``sidecar.models.build_catalog``)."""
     value = raw.get(name, {})
     if not isinstance(value, Mapping):
         raise ConfigError(f"[{name}] must be a table")
+    if known is not None:
+        refuse_unknown_keys(value, known, f"[{name}]")
     return value
+
+
+_SECTIONS = {
+    "server": "[server]",
+    "upstream": "[upstream]",
+    "credentials": "[credentials]",
+    "ledger": "[ledger]",
+    "budget": "[budget]",
+    "realtime": "[realtime]",
+    "metrics": "[metrics]",
+    "workloads": "[[workloads]]",
+    "providers": "[providers.<id>]",
+    "models": '[models."provider/id"]',
+}
+"""The config file's sections, as a header spells them."""
+
+
+def _refuse_unknown_sections(raw: Mapping[str, Any]) -> None:
+    for name, value in raw.items():
+        if name in _SECTIONS:
+            continue
+        if isinstance(value, Mapping):
+            header = f"[{name}]"
+        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            header = f"[[{name}]]"
+        else:
+            raise ConfigError(
+                f"`{name}` is outside any section: put it below the header of the section it belongs to, "
+                f"one of {', '.join(_SECTIONS[s] for s in sorted(_SECTIONS))}"
+            )
+        raise ConfigError(
+            f"`{header}` is not a section; {closest(name, _SECTIONS, 'the sections are', _SECTIONS.__getitem__)}"
+        )
 
 
 def _typed(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -176,6 +235,26 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
+_SERVER_KEYS = frozenset(
+    {
+        "host",
+        "port",
+        "max_body_bytes",
+        "heartbeat_seconds",
+        "cors_origins",
+        "token_file",
+        "log_level",
+        "log_format",
+        "log_content",
+        "path_prefix",
+        "workers",
+    }
+)
+"""``[server]``, besides the limits (``_LIMIT_RANGES``)."""
+_UPSTREAM_KEYS = frozenset({"max_retries", "proxy"})
+_CREDENTIALS_KEYS = frozenset({"secrets_dir", "keyring_service"})
+
+
 def load_settings(
     config_path: Path | None = None,
     environ: Mapping[str, str] | None = None,
@@ -183,6 +262,7 @@ def load_settings(
     host: str | None = None,
     port: int | None = None,
     workers: int | None = None,
+    log_format: str | None = None,
 ) -> Settings:
     """Build settings from an optional TOML file and an environment mapping (``os.environ`` by default).
 
@@ -193,14 +273,17 @@ def load_settings(
         config_path = Path(env["SIDECAR_CONFIG"])
     raw = read_config_file(config_path) if config_path else {}
 
-    server = _table(raw, "server")
-    upstream = _table(raw, "upstream")
-    creds = _table(raw, "credentials")
+    _refuse_unknown_sections(raw)
+    server = _table(raw, "server", _SERVER_KEYS | _LIMIT_RANGES.keys())
+    upstream = _table(raw, "upstream", _UPSTREAM_KEYS)
+    creds = _table(raw, "credentials", _CREDENTIALS_KEYS)
+    providers = _table(raw, "providers", None)
+    _table(raw, "models", None)  # a table of rows, each checked by build_catalog
     catalog = build_catalog(load_builtin_catalog(), raw)
 
     locations: dict[str, str] = {}
     base_urls: dict[str, str] = {}
-    for pid, table in _table(raw, "providers").items():
+    for pid, table in providers.items():
         location = _typed(table, "credential", str, f"providers.{pid}")
         if location is not None and location not in CREDENTIAL_KINDS:  # a kind is catalog data (build_catalog)
             if not location.startswith(CREDENTIAL_SCHEMES):
@@ -248,6 +331,9 @@ def load_settings(
         max_retries=2 if max_retries is None else max_retries,
         upstream_proxy=_proxy(_typed(upstream, "proxy", str, "upstream") or env.get("HTTPS_PROXY") or None),
         log_level=(_typed(server, "log_level", str, "server") or env.get("SIDECAR_LOG_LEVEL") or "info").lower(),
+        log_format=_log_format(
+            log_format or _typed(server, "log_format", str, "server") or env.get("SIDECAR_LOG_FORMAT")
+        ),
         catalog=catalog,
         environ=MappingProxyType(env),
         config_path=config_path,
@@ -258,14 +344,18 @@ def load_settings(
         **_ledger_settings(raw, env),
         **_budget_settings(raw),
         realtime=_realtime_settings(raw, env),
+        metrics=_metrics_settings(raw, env),
     )
     if settings.max_body_bytes <= 0:
         raise ConfigError("[server] max_body_bytes must be positive")
     return settings
 
 
+_LEDGER_KEYS = frozenset({"url", "path", "flush_interval_ms", "batch_size"})
+
+
 def _ledger_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    ledger = _table(raw, "ledger")
+    ledger = _table(raw, "ledger", _LEDGER_KEYS)
     url = _typed(ledger, "url", str, "ledger") or env.get("SIDECAR_LEDGER_URL") or None
     if url is not None:
         url = _dereference(url, env, "[ledger] url")
@@ -318,8 +408,12 @@ def _limits(server: Mapping[str, Any]) -> Limits:
     return Limits(**values)
 
 
+_BUDGET_KEYS = frozenset({"usd", "period", "allow_unpriced"})
+_WORKLOAD_KEYS = frozenset({"name", "token", "budget_usd", "max_streams"})
+
+
 def _budget_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
-    budget = _table(raw, "budget")
+    budget = _table(raw, "budget", _BUDGET_KEYS)
     usd = _usd(budget, "usd", "budget")
     period = _typed(budget, "period", str, "budget") or "month"
     if period not in BUDGET_PERIODS:
@@ -330,6 +424,7 @@ def _budget_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError('workloads must be an array of tables: [[workloads]] name = …, token = "env:NAME"')
     for n, entry in enumerate(entries):
         where = f"workloads #{n + 1}"
+        refuse_unknown_keys(entry, _WORKLOAD_KEYS, f"[{where}]")
         name = _typed(entry, "name", str, where)
         if not name or not _WORKLOAD_NAME.match(name):
             raise ConfigError(f"[{where}] name must be 1-64 letters, digits, '.', '_' or '-', got {name!r}")
@@ -351,8 +446,23 @@ def _budget_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+_REALTIME_KEYS = frozenset(
+    {
+        "token_store",
+        "default_ttl_seconds",
+        "max_ttl_seconds",
+        "max_frame_bytes",
+        "max_session_seconds",
+        "idle_timeout_seconds",
+        "max_sessions_per_bearer",
+        "public_host",
+        "public_port",
+    }
+)
+
+
 def _realtime_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> RealtimeSettings:
-    table = _table(raw, "realtime")
+    table = _table(raw, "realtime", _REALTIME_KEYS)
     defaults = RealtimeSettings()
 
     def number(key: str, low: float, high: float, kind: type | tuple[type, ...] = int) -> Any:
@@ -442,3 +552,28 @@ def _path_prefix(server: Mapping[str, Any], env: Mapping[str, str]) -> str:
     if prefix and (not prefix.startswith("/") or any(c in prefix for c in "?#% ")):
         raise ConfigError(f"[server] path_prefix must be a path like /sidecar, got {prefix!r}")
     return prefix
+
+
+def _log_format(value: str | None) -> str:
+    fmt = (value or "text").strip().lower()
+    if fmt not in LOG_FORMATS:
+        raise ConfigError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {value!r}")
+    return fmt
+
+
+_METRICS_KEYS = frozenset({"enabled", "host", "port"})
+
+
+def _metrics_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> MetricsSettings:
+    table = _table(raw, "metrics", _METRICS_KEYS)
+    enabled = _typed(table, "enabled", bool, "metrics")
+    host = _typed(table, "host", str, "metrics")
+    port = _typed(table, "port", int, "metrics")
+    if host is not None and port is None:
+        raise ConfigError("[metrics] host needs a port: the metrics listener is served only when port is set")
+    return MetricsSettings(
+        enabled=True if enabled is None else enabled,
+        host=(host or DEFAULT_HOST) if port is not None else None,
+        port=_port(port) if port is not None else None,
+        multiprocess_dir=Path(env["PROMETHEUS_MULTIPROC_DIR"]) if env.get("PROMETHEUS_MULTIPROC_DIR") else None,
+    )

@@ -88,8 +88,21 @@ class CredentialStore:
         """Like ``resolve``, but a provider that needs a key and has none is a ``MissingCredential`` error."""
         credential = self.resolve(provider)
         if credential is None and provider.needs_credential:
-            raise MissingCredential(missing_credential_message(provider))
+            raise MissingCredential(missing_credential_message(provider, self.why_missing(provider)))
         return credential
+
+    def why_missing(self, provider: ProviderSpec) -> str | None:
+        """Why the config file's location for ``provider`` gives no key (``env:NAME is not set``), or ``None`` when
+        the config names none. Worth saying first: a configured location wins, so no other place is looked at."""
+        location = self._settings.credential_locations.get(provider.id)
+        if location is None:
+            return None
+        scheme, _, rest = location.partition(":")
+        if scheme == "env":
+            return f"env:{rest} is not set" if not self._settings.environ.get(rest, "").strip() else None
+        if scheme == "file":
+            return f"file:{rest} is missing or empty" if not self._read_file(Path(rest).expanduser()) else None
+        return f"the OS keyring (service {rest or self._settings.keyring_service}) has no {provider.id} entry"
 
     def check_locations(self) -> None:
         """Fail at startup, with the provider named, if a configured ``keyring:`` location cannot work."""
@@ -161,7 +174,15 @@ def keyring_unavailable_message(provider: str, reason: str) -> str:
     )
 
 
-def missing_credential_message(provider: ProviderSpec) -> str:
+def missing_credential_message(provider: ProviderSpec, why: str | None = None) -> str:
+    """How to add a credential for ``provider``; ``why`` (``CredentialStore.why_missing``) first when the config file
+    names a location: only that location is looked at, so the other ways would not help."""
+    if why is not None:
+        return (
+            f"No credential available for provider {provider.id}: {why}. The config file's [providers.{provider.id}] "
+            "credential names it, and a configured location wins over every other place: provide the value there, "
+            "or change that line."
+        )
     cloud = MISSING_HINTS.get(provider.credential)
     if cloud is not None:
         return (

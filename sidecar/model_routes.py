@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 from .errors import SidecarError
 from .ingress import FORMATS
 from .ingress.base import IngressFormat
+from .metrics import Metrics
 from .responses import json_response
 from .serving import ClientGone, GenerationService
 
@@ -38,28 +39,34 @@ ROUTES: tuple[tuple[str, str], ...] = (
 SUFFIX_ROUTES: tuple[tuple[str, str], ...] = (("/language-model", "ai-gateway"),)
 """``(suffix, format name)``: ``@ai-sdk/gateway`` appends ``/language-model`` to any base URL (``/v4/ai`` …)."""
 
+Route = tuple[str, IngressFormat]
+"""A model route: its path template (the ``route`` label of ``/metrics``) and its format."""
+
 
 class ModelRoutes:
     """Finds the format of a model route's request and serves it; ``match`` is a dict lookup per request."""
 
-    def __init__(self, service: GenerationService) -> None:
+    def __init__(self, service: GenerationService, metrics: Metrics | None = None) -> None:
         self._service = service
-        self._exact = {path: FORMATS[name] for path, name in ROUTES}
-        self._suffixes = tuple((suffix, FORMATS[name]) for suffix, name in SUFFIX_ROUTES)
+        self._metrics = metrics
+        self._exact = {path: (path, FORMATS[name]) for path, name in ROUTES}
+        self._suffixes = tuple((suffix, ("{base}" + suffix, FORMATS[name])) for suffix, name in SUFFIX_ROUTES)
 
-    def match(self, scope: Scope) -> IngressFormat | None:
-        """The format served at this request's path, for a ``POST``; ``None`` hands it to the FastAPI app."""
+    def match(self, scope: Scope) -> Route | None:
+        """The route (its path template and format) of a ``POST`` to a model route; ``None`` hands the request to
+        the FastAPI app."""
         if scope["type"] != "http" or scope["method"] != "POST":
             return None
         path: str = scope["path"]
-        fmt = self._exact.get(path)
-        if fmt is None:
+        route = self._exact.get(path)
+        if route is None:
             for suffix, candidate in self._suffixes:
                 if path.endswith(suffix):
                     return candidate
-        return fmt
+        return route
 
-    async def serve(self, fmt: IngressFormat, scope: Scope, receive: Receive, send: Send) -> None:
+    async def serve(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
+        template, fmt = route
         request = Request(scope, receive)
         service = self._service
         response: Response
@@ -76,4 +83,6 @@ class ModelRoutes:
         except Exception as exc:
             log.error("internal error on POST %s: %s", scope["path"], type(exc).__name__, exc_info=exc)
             response = json_response({"error": "internal error"}, 500)
+        if self._metrics is not None:
+            self._metrics.request(template, "POST", response.status_code)
         await response(scope, receive, send)

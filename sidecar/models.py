@@ -11,8 +11,9 @@ with a budget unless ``[budget] allow_unpriced`` is set.
 
 from __future__ import annotations
 
+import difflib
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from types import MappingProxyType
@@ -21,6 +22,25 @@ from typing import Any
 from .errors import ConfigError
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def refuse_unknown_keys(table: Mapping[str, Any], known: Collection[str], where: str) -> None:
+    """Stop at a key the table ``where`` (``[server]``, ``[providers.vllm]`` …) has no use for: a misspelt setting
+    would otherwise be ignored in silence and its default used instead."""
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"`{where} {key}` is not a setting; {closest(key, known, f'the {where} settings are')}")
+
+
+def closest(name: str, known: Collection[str], listing: str, shown: Callable[[str], str] = str) -> str:
+    """``did you mean `…`?`` with the known name nearest to a misspelt one, else ``listing`` and every known name."""
+    match = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if match:
+        return f"did you mean `{shown(match[0])}`?"
+    return f"{listing}: {', '.join(shown(k) for k in sorted(known))}"
+
+
+_PRICE_KEYS = frozenset({"input", "output", "cacheRead", "cacheWrite", "cache_read", "cache_write"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +56,7 @@ class Pricing:
     def parse(cls, raw: Any, where: str) -> Pricing:
         if isinstance(raw, list | tuple) and 2 <= len(raw) <= 4 and all(isinstance(x, int | float) for x in raw):
             return cls(*(float(x) for x in raw))
-        if isinstance(raw, Mapping):
+        if isinstance(raw, Mapping) and raw.keys() <= _PRICE_KEYS:  # a misspelt rate must not price as 0
             try:
                 return cls(
                     input=float(raw["input"]),
@@ -129,6 +149,28 @@ def load_builtin_catalog() -> dict[str, Any]:
     return tomllib.loads(text)
 
 
+PROVIDER_KEYS = frozenset(
+    {
+        "api",
+        "base_url",
+        "env_keys",
+        "base_url_env",
+        "needs_credential",
+        "compat",  # vendor data, free-form: its keys are not checked
+        "headers",
+        "default_model",
+        "credential",  # a kind (read here) or a location (env:NAME …, read by sidecar.config)
+        "genai_prices",
+        "default_cost",
+    }
+)
+"""What a ``[providers.<id>]`` table may set, in ``catalog.toml`` and in a config file."""
+MODEL_KEYS = frozenset(
+    {"cost", "audio_cost", "name", "context_window", "max_tokens", "reasoning", "input", "compat", "api"}
+)
+"""What a ``[models."provider/id"]`` row may set."""
+
+
 def build_catalog(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Catalog:
     """Merge the built-in catalog with the ``[providers]``/``[models]`` tables of a config file."""
     providers_raw: dict[str, dict[str, Any]] = {k: dict(v) for k, v in raw.get("providers", {}).items()}
@@ -152,6 +194,7 @@ def build_catalog(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = 
 
     providers: dict[str, ProviderSpec] = {}
     for pid, p in providers_raw.items():
+        refuse_unknown_keys(p, PROVIDER_KEYS, f"[providers.{pid}]")
         api, base_url = p.get("api"), p.get("base_url")
         if not isinstance(api, str) or not isinstance(base_url, str):
             raise ConfigError(f"[providers.{pid}] needs string `api` and `base_url`")
@@ -179,6 +222,7 @@ def build_catalog(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = 
 
     models: dict[str, CatalogModel] = {}
     for full_id, m in models_raw.items():
+        refuse_unknown_keys(m, MODEL_KEYS, f'[models."{full_id}"]')
         provider, sep, model_id = full_id.partition("/")
         if not sep or not model_id:
             raise ConfigError(f'[models."{full_id}"]: model keys are "provider/model-id"')

@@ -30,6 +30,7 @@ from .ingress.base import IngressFormat, IngressRequest
 from .ledger import Ledger
 from .ledger.budget import Budgets
 from .ledger.record import now_ms, record_from_outcome
+from .metrics import Metrics
 from .providers import ADAPTERS
 from .providers.base import UpstreamCall
 from .registry import ModelRegistry
@@ -86,6 +87,7 @@ class GenerationService:
     admission: Admission
     client: Callable[[], Upstream]
     on_finish: Callable[[str, Caller, Outcome], None]
+    metrics: Metrics | None = None
 
     def error(self, fmt: IngressFormat, exc: SidecarError) -> Response:
         """``exc`` in ``fmt``'s error shape, with its status and ``retry-after``."""
@@ -128,18 +130,19 @@ class GenerationService:
                 # Free the slot before the terminal frame reaches the client: a client that sends its next request
                 # on the terminal event must find it free. (The response's end releases it too.)
                 slot.release()
-                self.ledger.record(
-                    record_from_outcome(
-                        generation_id=generation_id,
-                        created_at_ms=started_ms,
-                        identity=caller.identity,
-                        model=resolved.model,
-                        streamed=ingress.stream,
-                        credential_source=credential_source,
-                        attribution=ingress.attribution,
-                        outcome=outcome,
-                    )
+                record = record_from_outcome(
+                    generation_id=generation_id,
+                    created_at_ms=started_ms,
+                    identity=caller.identity,
+                    model=resolved.model,
+                    streamed=ingress.stream,
+                    credential_source=credential_source,
+                    attribution=ingress.attribution,
+                    outcome=outcome,
                 )
+                self.ledger.record(record)
+                if self.metrics is not None:
+                    self.metrics.generation(fmt.name, record)
                 self.on_finish(generation_id, caller, outcome)
 
             call = UpstreamCall(
@@ -150,6 +153,7 @@ class GenerationService:
                 session_id=ingress.session_id,
                 headers=headers,
                 max_retries=self.settings.max_retries,
+                on_retry=self.metrics.retry if self.metrics is not None else None,
             )
             timeouts = EventTimeouts.from_options(ingress.options)
             generation = Generation(

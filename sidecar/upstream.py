@@ -51,7 +51,7 @@ def mapped_errors(request: httpx2.Request | None = None) -> Iterator[None]:
         raise httpx2.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
     except (aiohttp.ClientOSError, aiohttp.ClientConnectionError) as exc:
         raise httpx2.ReadError(str(exc) or type(exc).__name__, request=request) from exc
-    except aiohttp.InvalidURL as exc:
+    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:  # a base URL that is not http(s)://
         raise httpx2.UnsupportedProtocol(str(exc), request=request) from exc
 
 

@@ -131,7 +131,7 @@ class FakeUpstream:
                 body = self.rfile.read(length) if length else b""
                 with upstream._lock:
                     upstream.received.append(
-                        Received("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                        Received(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                     )
                 self._play(upstream._next_reply())
 

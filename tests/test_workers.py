@@ -28,6 +28,7 @@ from tests.fakerealtime import FakeRealtime
 from tests.fakeupstream import FakeUpstream, Reply, fixture_bytes
 from tests.realtime.test_redis_race import assert_refused_as_used, attempt, mint
 from tests.sidecar_server import TOKEN, free_port, generation_row, sidecar_environ, wait_until_healthy
+from tests.test_metrics import scrape, value
 
 HEADERS = {"authorization": f"Bearer {TOKEN}"}
 TEXT = "anthropic-messages/text-basic-padded.sse"
@@ -211,7 +212,8 @@ def test_a_port_in_use_and_a_bad_worker_count_are_one_clear_line(tmp_path: Path)
         )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        f"sidecar: 127.0.0.1:{port} is already in use: stop what listens there, or pick another port with --port"
+        f"sidecar: 127.0.0.1:{port} is already in use: stop what listens there, or pick another port with --port or "
+        "[server] port"
     )
     result = subprocess.run(
         [sys.executable, "-m", "sidecar", "serve", "--workers", "0"],
@@ -222,3 +224,51 @@ def test_a_port_in_use_and_a_bad_worker_count_are_one_clear_line(tmp_path: Path)
     )
     assert result.returncode == 2
     assert "[server] workers must be between 1 and 64 (about one per core), got 0" in result.stderr
+
+
+def test_a_scrape_through_any_worker_sums_every_worker(tmp_path: Path) -> None:
+    """Each worker counts into its own files in one directory made for this run; whichever worker answers a scrape
+    sums them all, so every scrape shows all the traffic, and the directory goes when the workers stop."""
+    with FakeUpstream() as upstream:
+        supervisor = start(tmp_path, upstream)
+        try:
+            upstream.default = Reply.sse(fixture_bytes(TEXT))
+            workers = supervisor.workers()
+            directories = {worker_environ(pid)["PROMETHEUS_MULTIPROC_DIR"] for pid in workers}
+            assert len(directories) == 1
+            directory = Path(directories.pop())
+
+            def stream(_: int) -> None:
+                with httpx.Client() as fresh:  # a new connection each time: the kernel picks a worker per connection
+                    response = fresh.post(
+                        f"{supervisor.url}/v1/pi/stream",
+                        json=pi_body("anthropic/claude-sonnet-4-5"),
+                        headers=HEADERS,
+                        timeout=10,
+                    )
+                    assert read_events(response)[-1]["type"] == "done"
+
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(stream, range(24)))
+            counted_by = {int(path.stem.rsplit("_", 1)[1]) for path in directory.glob("counter_*.db")}
+            assert counted_by == workers  # both workers served streams and counted them
+
+            claude = {"route": "pi", "provider": "anthropic", "model": "anthropic/claude-sonnet-4-5"}
+            for _ in range(6):
+                with httpx.Client() as fresh:
+                    text, samples = scrape(supervisor.url, client=fresh)
+                assert value(samples, "sidecar_generations_total", **claude, outcome="stop", status="200") == 24
+                assert (
+                    value(samples, "sidecar_requests_total", route="/v1/pi/stream", method="POST", status="200") == 24
+                )
+                assert value(samples, "sidecar_time_to_first_token_seconds_count", **claude) == 24
+                assert value(samples, "sidecar_streams_in_flight") == 0
+                assert TOKEN not in text
+        finally:
+            stop(supervisor)
+        assert not directory.exists()
+
+
+def worker_environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)

@@ -59,6 +59,8 @@ class Ledger:
         self._stopping = False
         self.written = 0
         self.dropped = 0
+        self.write_errors = 0
+        """Failed flushes (the rows stay pending and are retried): ``/metrics``."""
         self.last_error: str | None = None
 
     @property
@@ -164,6 +166,7 @@ class Ledger:
                 await self.flush()
                 backoff = self.flush_interval
             except LedgerUnavailable as exc:
+                self.write_errors += 1
                 if exc.message != self.last_error:
                     log.error("ledger: %s; %d rows kept for retry", exc.message, len(self._pending))
                 self.last_error = exc.message
@@ -171,6 +174,7 @@ class Ledger:
                 if self._stopping:
                     await asyncio.sleep(backoff)  # stop() bounds the retries with its timeout
             except Exception:
+                self.write_errors += 1
                 log.exception("ledger: unexpected error while writing")
                 await asyncio.sleep(_MAX_BACKOFF)
             if self._stopping and not self._pending:

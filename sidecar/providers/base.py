@@ -139,6 +139,8 @@ class UpstreamCall:
     max_retries: int = 2
     first_byte_timeout: float | None = None
     """Seconds to wait for the upstream response headers; the guard applies the event timeouts."""
+    on_retry: Callable[[str, str], None] | None = None
+    """Told ``(provider, reason)`` before each repeated call: ``"connect"`` or the status retried (``/metrics``)."""
 
     def __repr__(self) -> str:  # never show the key, even in a traceback's locals
         return f"UpstreamCall(model={self.model.full_id!r}, session_id={self.session_id!r}, api_key=***)"
@@ -302,6 +304,8 @@ async def open_stream(
             # Not a timeout: waiting for a slow first byte again would only double the caller's wait.
             if attempt >= call.max_retries:
                 raise
+            if call.on_retry is not None:
+                call.on_retry(call.model.provider, "connect")
             await asyncio.sleep(_backoff_delay(attempt, None, cap))
             attempt += 1
             continue
@@ -322,6 +326,8 @@ async def open_stream(
                 await response.aclose()
         if response.status_code not in _RETRY_STATUSES or attempt >= call.max_retries:
             raise error
+        if call.on_retry is not None:
+            call.on_retry(call.model.provider, str(response.status_code))
         await asyncio.sleep(_backoff_delay(attempt, retry_after, cap))
         attempt += 1
 

@@ -40,6 +40,7 @@ from sidecar.gateway_routes import authenticate_gateway
 from sidecar.identifiers import check_model_id, shown
 from sidecar.ledger.budget import Budgets
 from sidecar.ledger.service import Ledger
+from sidecar.metrics import Metrics
 from sidecar.registry import ModelRegistry, Resolved
 
 from .session import RealtimeSession
@@ -80,6 +81,7 @@ class RealtimeGateway:
         tokens: TokenStore,
         ledger: Ledger,
         budgets: Budgets,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.limits = settings.realtime
@@ -88,6 +90,7 @@ class RealtimeGateway:
         self.tokens = tokens
         self.ledger = ledger
         self.budgets = budgets
+        self.metrics = metrics
         self.sessions: dict[str, int] = {}
         self.connector: Callable[..., Any] | None = None  # tests may swap the upstream WebSocket connector
 
@@ -181,6 +184,7 @@ class RealtimeGateway:
                 budgets=self.budgets,
                 limits=self.limits,
                 proxy=self.settings.upstream_proxy,
+                metrics=self.metrics,
             )
             if self.connector is not None:
                 session.connector = self.connector

@@ -36,6 +36,7 @@ from sidecar.errors import BadRequest, BudgetExceeded, LedgerUnavailable
 from sidecar.ledger.budget import Budgets
 from sidecar.ledger.record import Attribution, GenerationRecord, now_ms
 from sidecar.ledger.service import Ledger
+from sidecar.metrics import Metrics
 from sidecar.models import ModelSpec, Pricing
 from sidecar.redaction import redact, redact_json
 
@@ -109,6 +110,7 @@ class RealtimeSession:
     limits: RealtimeSettings
     proxy: str | None = None
     connector: Callable[..., Any] = connect
+    metrics: Metrics | None = None
     attribution: Attribution = field(default_factory=Attribution)
     _responses: dict[str, _Response] = field(default_factory=dict)
     _last_activity: float = field(default_factory=time.monotonic)
@@ -322,6 +324,8 @@ class RealtimeSession:
         )
         price_usage(record, usage, self.model.pricing, self.model.audio_pricing)
         self.ledger.record(record)
+        if self.metrics is not None:
+            self.metrics.generation("realtime", record)
         return record
 
     def _record_unfinished(self) -> None:
