@@ -32,6 +32,8 @@ from .ledger.budget import Budgets
 from .metrics import Metrics, StateSources
 from .metrics_routes import metrics_router
 from .model_routes import ModelRoutes
+from .policy import Policy
+from .rate_limits import RateCounters
 from .realtime.routes import RealtimeGateway, realtime_router, realtime_socket_router
 from .realtime.tokens import store_for as token_store_for
 from .registry import ModelRegistry
@@ -98,9 +100,10 @@ def create_app(
     upstream: Upstream | None = None,
     on_finish: Callable[[str, Caller, Outcome], None] = log_outcome,
     ledger: Ledger | None = None,
+    rate_counters: RateCounters | None = None,
 ) -> FastAPI:
     """``on_finish`` observes every generation once (after it is handed to the ledger); tests may inject the
-    ``upstream`` client and their own ``ledger``."""
+    ``upstream`` client, their own ``ledger`` and the ``rate_counters`` (a clock, a Redis key prefix)."""
     # uvicorn hands its "uvicorn.error" logger to websockets, which logs every handshake header at DEBUG (the realtime
     # client secret rides in Sec-WebSocket-Protocol) and every frame (the user's words). Never below INFO.
     uvicorn_log = logging.getLogger("uvicorn.error")
@@ -123,6 +126,7 @@ def create_app(
     ledger = ledger or ledger_for(settings)
     budgets = Budgets(ledger, settings.budget_period, allow_unpriced=settings.allow_unpriced)
     metrics = Metrics(settings.metrics.multiprocess_dir) if settings.metrics.enabled else None
+    policy = Policy.from_settings(settings, rate_counters)
     realtime = RealtimeGateway(
         settings,
         auth,
@@ -131,6 +135,7 @@ def create_app(
         ledger,
         budgets,
         metrics,
+        policy,
     )
     if metrics is not None:
         metrics.watch(
@@ -166,6 +171,7 @@ def create_app(
             finally:
                 state.clear()
                 await realtime.tokens.close()
+                await policy.close()
         finally:
             await ledger.stop()  # after the server stopped taking requests: every finished generation is written
 
@@ -237,6 +243,7 @@ def create_app(
         client=lambda: state["client"],
         on_finish=on_finish,
         metrics=metrics,
+        policy=policy,
     )
     app.model_routes = ModelRoutes(service, metrics)
     app.include_router(ingress_router(service))

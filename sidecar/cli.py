@@ -32,13 +32,12 @@ if TYPE_CHECKING:
 def _known_secrets(settings: Settings, store: CredentialStore) -> list[str]:
     found: list[str] = []
     for provider in settings.catalog.providers.values():
-        credential = store.resolve(provider)
-        if credential is not None:
+        for credential in store.resolve_all(provider):  # every key of a pool
             found += secret_values(provider.credential, credential.value)  # a cloud JSON's keys one by one
     if settings.token:
         found.append(settings.token)
     found.extend(workload_token(settings, w) for w in settings.workloads)
-    for url in (settings.ledger_url, settings.realtime.token_store_url):
+    for url in (settings.ledger_url, settings.realtime.token_store_url, settings.policy.redis_url):
         if url:
             found.append(url)
             password = urlsplit(url).password
@@ -157,9 +156,9 @@ def cmd_credentials(args: argparse.Namespace) -> int:
     store = CredentialStore(settings)
     if args.action == "list":
         for provider in settings.catalog.providers.values():
-            credential = store.resolve(provider)
-            if credential is not None:
-                where = credential.source
+            credentials = store.resolve_all(provider)
+            if credentials:
+                where = ", ".join(c.source for c in credentials)  # a key pool: every member
             elif not provider.needs_credential:
                 where = "not needed"
             else:

@@ -45,6 +45,12 @@ class Workload:
     budget_usd: float | None = None
     max_streams: int | None = None
     """Generations this workload may have in flight at once; ``None``: ``[server] max_streams_per_workload``."""
+    models: tuple[str, ...] | None = None
+    """Glob patterns of the ``provider/id`` models it may use; ``None``: ``[limits] models``."""
+    requests_per_minute: int | None = None
+    """``None``: ``[limits] requests_per_minute``."""
+    tokens_per_minute: int | None = None
+    """``None``: ``[limits] tokens_per_minute``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +113,21 @@ class MetricsSettings:
     a scrape sums them (prometheus-client's multiprocess mode)."""
 
 
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    """``[limits]``: the policy of the plain bearer, and of every workload for each key it does not set itself
+    (``sidecar.policy``). Each ``None`` is no restriction."""
+
+    models: tuple[str, ...] | None = None
+    """Glob patterns (``fnmatch``, case-sensitive) of the resolved ``provider/id`` a caller may use."""
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    """Input + cache read + cache write + output tokens, counted when each generation ends."""
+    redis_url: str | None = field(default=None, repr=False)
+    """``redis://…``: the rate counters live there, shared by replicas and workers; ``None``: in this process's
+    memory. May hold a password."""
+
+
 LOG_FORMATS = ("text", "json")
 
 
@@ -124,8 +145,9 @@ class Settings:
     """``SIDECAR_TOKEN``; when set the token file is not used."""
     secrets_dir: Path | None = None
     keyring_service: str = DEFAULT_KEYRING_SERVICE
-    credential_locations: Mapping[str, str] = field(default_factory=dict)
-    """Provider id → ``env:NAME`` | ``file:PATH`` | ``keyring:SERVICE`` from the config file."""
+    credential_locations: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Provider id → its ``env:NAME`` | ``file:PATH`` | ``keyring:SERVICE`` locations from the config file: one, or
+    several for a key pool (``sidecar.key_pool``)."""
     base_urls: Mapping[str, str] = field(default_factory=dict)
     """Provider id → base URL overrides (config file first, then the provider's standard env var)."""
     max_retries: int = 2
@@ -154,6 +176,8 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     workloads: tuple[Workload, ...] = ()
     realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    """``[limits]``: allowed models and rate limits per caller."""
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     workers: int = 1
     """``[server] workers`` / ``serve --workers``: processes serving the one listening socket (a shared gateway on
@@ -192,6 +216,7 @@ _SECTIONS = {
     "budget": "[budget]",
     "realtime": "[realtime]",
     "metrics": "[metrics]",
+    "limits": "[limits]",
     "workloads": "[[workloads]]",
     "providers": "[providers.<id>]",
     "models": '[models."provider/id"]',
@@ -281,17 +306,12 @@ def load_settings(
     _table(raw, "models", None)  # a table of rows, each checked by build_catalog
     catalog = build_catalog(load_builtin_catalog(), raw)
 
-    locations: dict[str, str] = {}
+    locations: dict[str, tuple[str, ...]] = {}
     base_urls: dict[str, str] = {}
     for pid, table in providers.items():
-        location = _typed(table, "credential", str, f"providers.{pid}")
-        if location is not None and location not in CREDENTIAL_KINDS:  # a kind is catalog data (build_catalog)
-            if not location.startswith(CREDENTIAL_SCHEMES):
-                raise ConfigError(
-                    f"[providers.{pid}] credential = {location.split(':', 1)[0]!r}…: use env:NAME, file:PATH "
-                    f"or keyring:SERVICE, or a credential kind ({', '.join(CREDENTIAL_KINDS)})"
-                )
-            locations[pid] = location
+        found = _credential_locations(table, pid)
+        if found:
+            locations[pid] = found
         if "base_url" in table:
             base_urls[pid] = str(table["base_url"]).rstrip("/")
     for pid, spec in catalog.providers.items():
@@ -344,6 +364,7 @@ def load_settings(
         **_ledger_settings(raw, env),
         **_budget_settings(raw),
         realtime=_realtime_settings(raw, env),
+        policy=_policy_settings(raw, env),
         metrics=_metrics_settings(raw, env),
     )
     if settings.max_body_bytes <= 0:
@@ -352,6 +373,29 @@ def load_settings(
 
 
 _LEDGER_KEYS = frozenset({"url", "path", "flush_interval_ms", "batch_size"})
+
+
+def _credential_locations(table: Mapping[str, Any], pid: str) -> tuple[str, ...]:
+    """``[providers.x] credential``: one location, a list of them (a key pool), or a credential kind (catalog data,
+    read by ``build_catalog``: nothing here)."""
+    where = f"[providers.{pid}] credential"
+    value = _typed(table, "credential", (str, list), f"providers.{pid}")
+    if value is None or value in CREDENTIAL_KINDS:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    elif not value or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f'{where} must be a location or a non-empty list of them: ["env:KEY_A", "file:/run/b"]')
+    for location in value:
+        if not location.startswith(CREDENTIAL_SCHEMES):
+            # Only the scheme is shown: a value that is not a location may be a key pasted by mistake.
+            raise ConfigError(
+                f"{where} = {location.split(':', 1)[0]!r}…: use env:NAME, file:PATH or keyring:SERVICE (a list of "
+                f"them for a key pool), or a credential kind ({', '.join(CREDENTIAL_KINDS)})"
+            )
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{where} names the same location twice")
+    return tuple(value)
 
 
 def _ledger_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
@@ -409,7 +453,11 @@ def _limits(server: Mapping[str, Any]) -> Limits:
 
 
 _BUDGET_KEYS = frozenset({"usd", "period", "allow_unpriced"})
-_WORKLOAD_KEYS = frozenset({"name", "token", "budget_usd", "max_streams"})
+_POLICY_KEYS = frozenset({"models", "requests_per_minute", "tokens_per_minute"})
+"""What ``[limits]`` and a ``[[workloads]]`` entry both set (the entry's own value wins)."""
+_WORKLOAD_KEYS = frozenset({"name", "token", "budget_usd", "max_streams"}) | _POLICY_KEYS
+_LIMITS_KEYS = _POLICY_KEYS | {"redis_url"}
+MAX_PER_MINUTE = 10**12
 
 
 def _budget_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -436,7 +484,9 @@ def _budget_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
         max_streams = _typed(entry, "max_streams", int, where)
         if max_streams is not None and not 1 <= max_streams <= 1_000_000:
             raise ConfigError(f"[{where}] ({name}) max_streams must be between 1 and 1000000")
-        workloads.append(Workload(name, token, _usd(entry, "budget_usd", where), max_streams))
+        workloads.append(
+            Workload(name, token, _usd(entry, "budget_usd", where), max_streams, **_policy_values(entry, where))
+        )
     allow_unpriced = _typed(budget, "allow_unpriced", bool, "budget")
     return {
         "budget_usd": usd,
@@ -473,11 +523,11 @@ def _realtime_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> Realti
             raise ConfigError(f"[realtime] {key} must be between {low:g} and {high:g}, got {value}")
         return value
 
-    url = _typed(table, "token_store", str, "realtime") or env.get("SIDECAR_REALTIME_REDIS_URL") or None
-    if url is not None:
-        url = _dereference(url, env, "[realtime] token_store")
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("[realtime] token_store must be a redis:// URL (leave it out for the in-memory store)")
+    url = _redis_url(
+        _typed(table, "token_store", str, "realtime") or env.get("SIDECAR_REALTIME_REDIS_URL") or None,
+        env,
+        "[realtime] token_store",
+    )
     public_port = _typed(table, "public_port", int, "realtime")
     public_host = _typed(table, "public_host", str, "realtime")
     if (public_port is None) != (public_host is None):
@@ -496,6 +546,48 @@ def _realtime_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> Realti
     if settings.default_ttl_seconds > settings.max_ttl_seconds:
         raise ConfigError("[realtime] default_ttl_seconds must not exceed max_ttl_seconds")
     return settings
+
+
+def _redis_url(value: str | None, env: Mapping[str, str], where: str) -> str | None:
+    """A ``redis://`` URL, or ``env:NAME`` / ``file:PATH`` holding one; never quoted back (it may hold a password)."""
+    if value is None:
+        return None
+    url = _dereference(value, env, where)
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{where} must be a redis:// URL (leave it out to keep it in this process's memory)")
+    return url
+
+
+def _policy_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> PolicySettings:
+    table = _table(raw, "limits", _LIMITS_KEYS)
+    return PolicySettings(
+        **_policy_values(table, "limits"),
+        redis_url=_redis_url(_typed(table, "redis_url", str, "limits"), env, "[limits] redis_url"),
+    )
+
+
+def _policy_values(table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``models``, ``requests_per_minute`` and ``tokens_per_minute`` of ``[limits]`` or a ``[[workloads]]`` entry."""
+    values: dict[str, Any] = {}
+    for key in ("requests_per_minute", "tokens_per_minute"):
+        value = _typed(table, key, int, where)
+        if value is not None and not 1 <= value <= MAX_PER_MINUTE:
+            raise ConfigError(f"[{where}] {key} must be a whole number from 1 to {MAX_PER_MINUTE}, got {value}")
+        values[key] = value
+    models = _typed(table, "models", list, where)
+    if models is not None:
+        if not models or not all(isinstance(m, str) and m.strip() for m in models):
+            raise ConfigError(
+                f'[{where}] models must be a non-empty list of glob patterns such as ["anthropic/*", "openai/gpt-4o*"]'
+            )
+        for pattern in models:
+            if "/" not in pattern and not pattern.startswith("*"):
+                raise ConfigError(
+                    f"[{where}] models: {pattern!r} never matches, because patterns match the resolved provider/id; "
+                    f'write "<provider>/{pattern}" or "*/{pattern}"'
+                )
+        values["models"] = tuple(models)
+    return values
 
 
 def _usd(table: Mapping[str, Any], key: str, where: str) -> float | None:

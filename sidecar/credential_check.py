@@ -80,19 +80,35 @@ class CredentialStatus:
 async def check_credentials(
     settings: Settings, store: CredentialStore, upstream: Upstream, *, probe_seconds: float = CHECK_TIMEOUT_SECONDS
 ) -> list[CredentialStatus]:
-    """One status per provider of ``settings.catalog``, in catalog order."""
-    providers = list(settings.catalog.providers.values())
-    return list(await asyncio.gather(*(_check(settings, store, upstream, p, probe_seconds) for p in providers)))
+    """One status per provider of ``settings.catalog``, in catalog order; one per key for a key pool."""
+    checks = [
+        _check(settings, store, upstream, provider, credential, probe_seconds)
+        for provider in settings.catalog.providers.values()
+        for credential in _credentials(store, provider)
+    ]
+    return list(await asyncio.gather(*checks))
+
+
+def _credentials(store: CredentialStore, provider: ProviderSpec) -> list[Credential | ConfigError | None]:
+    """What to check for ``provider``: each of its keys, or the reason it has none (``None``: it has none)."""
+    try:
+        found: list[Credential | ConfigError | None] = list(store.resolve_all(provider))
+    except ConfigError as exc:  # a keyring: location without a keyring, an unknown credential kind
+        return [exc]
+    return found or [None]
 
 
 async def _check(
-    settings: Settings, store: CredentialStore, upstream: Upstream, provider: ProviderSpec, probe_seconds: float
+    settings: Settings,
+    store: CredentialStore,
+    upstream: Upstream,
+    provider: ProviderSpec,
+    credential: Credential | ConfigError | None,
+    probe_seconds: float,
 ) -> CredentialStatus:
     kind = "api_key" if provider.credential == "key" else provider.credential
-    try:
-        credential = store.resolve(provider)
-    except ConfigError as exc:  # a keyring: location without a keyring, an unknown credential kind
-        return CredentialStatus(provider.id, kind, "missing", None, exc.message)
+    if isinstance(credential, ConfigError):
+        return CredentialStatus(provider.id, kind, "missing", None, credential.message)
     if not provider.needs_credential:
         where = credential.source if credential else None
         return CredentialStatus(provider.id, kind, "not needed", where, "needs no credential; not probed")

@@ -7,6 +7,7 @@ A refused bearer is the pi-native route's ``{"error": "unauthorized"}`` (401), a
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -31,16 +32,16 @@ def credential_router(
     async def check(request: Request) -> Response:
         auth.authenticate_request(request.headers)
         statuses = await check_credentials(settings, credentials, client())
-        return json_response(
-            {"generatedAt": int(time.time() * 1000), "credentials": [credential_view(s) for s in statuses]}
-        )
+        rows = Counter(s.provider for s in statuses)  # a key pool has a row per key, each with its own id
+        views = [credential_view(s, unique=rows[s.provider] == 1) for s in statuses]
+        return json_response({"generatedAt": int(time.time() * 1000), "credentials": views})
 
     return router
 
 
-def credential_view(status: CredentialStatus) -> dict[str, Any]:
+def credential_view(status: CredentialStatus, unique: bool = True) -> dict[str, Any]:
     return {
-        "id": status.provider,
+        "id": status.provider if unique else f"{status.provider}:{status.location}",
         "provider": status.provider,
         "type": status.kind,
         "ok": status.ok,

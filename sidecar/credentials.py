@@ -54,18 +54,27 @@ class CredentialStore:
         self._files: dict[Path, _FileEntry] = {}
         self._keyring: dict[tuple[str, str], tuple[float, str | None]] = {}
         self._keyring_broken: str | None = None
+        self._listing: tuple[tuple[Path, int], list[str]] | None = None
 
     # ----- lookups ----------------------------------------------------------------------------------------------
 
     def resolve(self, provider: ProviderSpec) -> Credential | None:
-        """The provider's key, or ``None``. Cheap enough to call per request (a ``stat`` at most)."""
-        location = self._settings.credential_locations.get(provider.id)
-        if location is not None:
-            return self._from_location(provider.id, location)
+        """The provider's (first) key, or ``None``. Cheap enough to call per request (a ``stat`` or two at most)."""
+        found = self.resolve_all(provider)
+        return found[0] if found else None
+
+    def resolve_all(self, provider: ProviderSpec) -> list[Credential]:
+        """Every key the provider has now, in order: several when the config names several locations or the secrets
+        directory holds several files for it (a key pool, ``sidecar.key_pool``), else one, else none. Each has its
+        own ``source``, which is what the ledger records."""
+        locations = self._settings.credential_locations.get(provider.id)
+        if locations is not None:
+            found = (self._from_location(provider.id, location) for location in locations)
+            return [credential for credential in found if credential is not None]
         if self._settings.secrets_dir is not None:
-            value = self._read_file(self._settings.secrets_dir / provider.id)
-            if value:
-                return Credential(value, "secrets-dir")
+            pool = self._secrets_dir_pool(self._settings.secrets_dir, provider.id)
+            if pool:
+                return pool
         if provider.credential != "key":
             resolver = RESOLVERS.get(provider.credential)
             if resolver is None:
@@ -73,30 +82,32 @@ class CredentialStore:
                     f"[providers.{provider.id}] credential = {provider.credential!r} is not a known kind "
                     f"(key, {', '.join(sorted(RESOLVERS))})"
                 )
-            found = resolver(self._settings, provider)
-            return Credential(*found) if found else None
+            cloud = resolver(self._settings, provider)
+            return [Credential(*cloud)] if cloud else []
         for name in provider.env_keys:
             value = self._settings.environ.get(name, "").strip()
             if value:
-                return Credential(value, f"env:{name}")
-        value = self._keyring_get(self._settings.keyring_service, provider.id, explicit=False)
-        if value:
-            return Credential(value, "keyring")
-        return None
+                return [Credential(value, f"env:{name}")]
+        stored = self._keyring_get(self._settings.keyring_service, provider.id, explicit=False)
+        return [Credential(stored, "keyring")] if stored else []
 
-    def require(self, provider: ProviderSpec) -> Credential | None:
-        """Like ``resolve``, but a provider that needs a key and has none is a ``MissingCredential`` error."""
-        credential = self.resolve(provider)
-        if credential is None and provider.needs_credential:
+    def require(self, provider: ProviderSpec) -> list[Credential]:
+        """Like ``resolve_all``, but a provider that needs a key and has none is a ``MissingCredential`` error."""
+        credentials = self.resolve_all(provider)
+        if not credentials and provider.needs_credential:
             raise MissingCredential(missing_credential_message(provider, self.why_missing(provider)))
-        return credential
+        return credentials
 
     def why_missing(self, provider: ProviderSpec) -> str | None:
-        """Why the config file's location for ``provider`` gives no key (``env:NAME is not set``), or ``None`` when
-        the config names none. Worth saying first: a configured location wins, so no other place is looked at."""
-        location = self._settings.credential_locations.get(provider.id)
-        if location is None:
+        """Why the config file's locations for ``provider`` give no key (``env:NAME is not set``), or ``None`` when
+        the config names none. Worth saying first: configured locations win, so no other place is looked at."""
+        locations = self._settings.credential_locations.get(provider.id)
+        if not locations:
             return None
+        reasons = [reason for location in locations if (reason := self._why_empty(provider, location))]
+        return "; ".join(reasons) or None
+
+    def _why_empty(self, provider: ProviderSpec, location: str) -> str | None:
         scheme, _, rest = location.partition(":")
         if scheme == "env":
             return f"env:{rest} is not set" if not self._settings.environ.get(rest, "").strip() else None
@@ -106,9 +117,10 @@ class CredentialStore:
 
     def check_locations(self) -> None:
         """Fail at startup, with the provider named, if a configured ``keyring:`` location cannot work."""
-        for pid, location in self._settings.credential_locations.items():
-            if location.startswith("keyring:"):
-                self._keyring_get(location.removeprefix("keyring:") or self._settings.keyring_service, pid, True)
+        for pid, locations in self._settings.credential_locations.items():
+            for location in locations:
+                if location.startswith("keyring:"):
+                    self._keyring_get(location.removeprefix("keyring:") or self._settings.keyring_service, pid, True)
 
     def _from_location(self, provider: str, location: str) -> Credential | None:
         scheme, _, rest = location.partition(":")
@@ -118,7 +130,34 @@ class CredentialStore:
             value = self._read_file(Path(rest).expanduser()) or ""
         else:
             value = self._keyring_get(rest or self._settings.keyring_service, provider, explicit=True) or ""
-        return Credential(value, f"config:{scheme}") if value else None
+        return Credential(value, f"config:{location}") if value else None
+
+    def _secrets_dir_pool(self, directory: Path, provider: str) -> list[Credential]:
+        """The file named ``provider`` (source ``secrets-dir``) and those named ``provider.<name>`` (source
+        ``secrets-dir:<file name>``), in name order: a Kubernetes Secret with keys ``anthropic``, ``anthropic.b`` …"""
+        found: list[Credential] = []
+        for name in self._pool_names(directory, provider):
+            value = self._read_file(directory / name)
+            if value:
+                found.append(Credential(value, "secrets-dir" if name == provider else f"secrets-dir:{name}"))
+        return found
+
+    def _pool_names(self, directory: Path, provider: str) -> list[str]:
+        # The listing is re-read only when the directory changes (a file added or removed, or the kubelet swapping
+        # its ..data link): one stat per request, as for a single file.
+        try:
+            stamp = os.stat(directory).st_mtime_ns
+        except OSError:
+            return []
+        cached = self._listing
+        if cached is None or cached[0] != (directory, stamp):
+            try:
+                names = sorted(entry.name for entry in os.scandir(directory) if not entry.name.startswith("."))
+            except OSError:
+                names = []
+            cached = self._listing = ((directory, stamp), names)
+        prefix = provider + "."
+        return [name for name in cached[1] if name == provider or name.startswith(prefix)]
 
     def _read_file(self, path: Path) -> str | None:
         try:

@@ -15,6 +15,8 @@
     ├── TooManySessions               429 rate_limit_exceeded (realtime sessions per bearer)
     ├── TooManyStreams                429 rate_limit_exceeded + retry-after (the workload's generations in flight)
     ├── UnpricedModel                 403 forbidden (no known price, and the caller has a budget)
+    ├── ModelNotAllowed               403 model_not_allowed (the caller's ``models`` patterns do not match it)
+    ├── RateLimited                   429 rate_limit_exceeded + retry-after (requests / tokens per minute)
     ├── Overloaded                    503 overloaded + retry-after (this process's generations in flight)
     ├── LedgerUnavailable             503 internal_server_error (the ledger database cannot be reached)
     ├── TokenStoreUnavailable         503 internal_server_error (the realtime token store cannot be reached)
@@ -129,6 +131,16 @@ class Overloaded(SidecarError):
 class UnpricedModel(SidecarError):
     status = 403
     type = "forbidden"
+
+
+class ModelNotAllowed(SidecarError):
+    status = 403
+    type = "model_not_allowed"
+
+
+class RateLimited(SidecarError):
+    status = 429
+    type = "rate_limit_exceeded"
 
 
 class LedgerUnavailable(SidecarError):

@@ -25,10 +25,11 @@ def ingress_router(service: GenerationService) -> APIRouter:
         created, owned_by}]}`` and Anthropic's ``{data:[{id, type, display_name, created_at}], has_more, first_id,
         last_id}``, plus the sidecar's own fields (``api``, limits)."""
         try:
-            service.auth.authenticate_request(request.headers)
+            caller = service.auth.authenticate_request(request.headers)
         except SidecarError as exc:
             return json_response({"error": {"type": "authentication_error", "message": exc.message}}, exc.status)
-        data = [_model_row(spec) for spec in service.registry.servable()]
+        allowed = service.policy.allows_model  # only the models this caller may use
+        data = [_model_row(spec) for spec in service.registry.servable() if allowed(caller, spec.full_id)]
         body = {
             "object": "list",
             "data": data,

@@ -125,6 +125,13 @@ class Metrics:
             ("provider", "reason"),
             registry=registry,
         )
+        self.failovers = Counter(
+            "sidecar_upstream_failovers",
+            "Generations handed over before their first byte: to another key of the provider (kind=key) or to a "
+            "fallback model (kind=model), by the provider that failed and why (a status, 'connect' or 'timeout')",
+            ("provider", "kind", "reason"),
+            registry=registry,
+        )
         live: Literal["livesum"] = "livesum"  # multiprocess: the sum over the workers alive now
         self.streams_in_flight = Gauge(
             "sidecar_streams_in_flight",
@@ -201,6 +208,9 @@ class Metrics:
 
     def retry(self, provider: str, reason: str) -> None:
         self.retries.labels(provider, reason).inc()
+
+    def failover(self, provider: str, kind: str, reason: str) -> None:
+        self.failovers.labels(provider, kind, reason).inc()
 
     # ----- state ------------------------------------------------------------------------------------------------
 

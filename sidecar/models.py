@@ -113,6 +113,8 @@ class ModelSpec:
     headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     audio_pricing: Pricing | None = None
     """Realtime models: audio token rates (input, output, cacheRead); ``pricing`` then holds the text rates."""
+    fallbacks: tuple[str, ...] = ()
+    """Models that serve a request for this one when it fails before its first byte (``sidecar.failover``)."""
 
     @property
     def full_id(self) -> str:
@@ -134,6 +136,7 @@ class CatalogModel:
     compat: Mapping[str, Any]
     api: str | None = None
     audio_pricing: Pricing | None = None
+    fallbacks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,14 +162,14 @@ PROVIDER_KEYS = frozenset(
         "compat",  # vendor data, free-form: its keys are not checked
         "headers",
         "default_model",
-        "credential",  # a kind (read here) or a location (env:NAME …, read by sidecar.config)
+        "credential",  # a kind (read here) or one or more locations (env:NAME …, read by sidecar.config)
         "genai_prices",
         "default_cost",
     }
 )
 """What a ``[providers.<id>]`` table may set, in ``catalog.toml`` and in a config file."""
 MODEL_KEYS = frozenset(
-    {"cost", "audio_cost", "name", "context_window", "max_tokens", "reasoning", "input", "compat", "api"}
+    {"cost", "audio_cost", "name", "context_window", "max_tokens", "reasoning", "input", "compat", "api", "fallbacks"}
 )
 """What a ``[models."provider/id"]`` row may set."""
 
@@ -181,7 +184,7 @@ def build_catalog(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = 
                 raise ConfigError(f"[providers.{pid}] must be a table")
             merged = providers_raw.setdefault(pid, {})
             for key, value in table.items():
-                if key == "credential" and isinstance(value, str) and ":" in value:
+                if key == "credential" and (isinstance(value, list) or isinstance(value, str) and ":" in value):
                     continue  # a location (env:NAME, file:PATH …): sidecar.config keeps it; the kind stays
                 if key == "compat" and isinstance(value, Mapping):
                     merged["compat"] = {**merged.get("compat", {}), **value}
@@ -244,8 +247,18 @@ def build_catalog(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = 
             compat=MappingProxyType(dict(m.get("compat", {}))),
             api=m.get("api"),
             audio_pricing=audio,
+            fallbacks=_fallbacks(m.get("fallbacks", []), full_id),
         )
     return Catalog(providers=MappingProxyType(providers), models=MappingProxyType(models))
+
+
+def _fallbacks(value: Any, full_id: str) -> tuple[str, ...]:
+    where = f'[models."{full_id}"] fallbacks'
+    if not isinstance(value, list) or not all(isinstance(v, str) and "/" in v for v in value):
+        raise ConfigError(f'{where} must be a list of "provider/model" ids, e.g. ["openai/gpt-4o"]')
+    if full_id in value:
+        raise ConfigError(f"{where} names the model itself")
+    return tuple(dict.fromkeys(value))
 
 
 def model_spec(provider: ProviderSpec, model_id: str, row: CatalogModel | None, base_url: str) -> ModelSpec:
@@ -274,4 +287,5 @@ def model_spec(provider: ProviderSpec, model_id: str, row: CatalogModel | None, 
         compat=MappingProxyType({**provider.compat, **row.compat}) if row.compat else provider.compat,
         headers=provider.headers,
         audio_pricing=row.audio_pricing,
+        fallbacks=row.fallbacks,
     )

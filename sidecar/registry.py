@@ -28,7 +28,12 @@ _LOGGED_ID_CHARS = 120
 class Resolved:
     model: ModelSpec
     provider: ProviderSpec
-    credential: Credential | None
+    credentials: tuple[Credential, ...]
+    """The provider's keys now: one, several (a key pool: ``sidecar.key_pool`` picks), or none (needs none)."""
+
+    @property
+    def credential(self) -> Credential | None:
+        return self.credentials[0] if self.credentials else None
 
 
 class ModelRegistry:
@@ -61,8 +66,8 @@ class ModelRegistry:
         provider_id, sep, rest = model_id.partition("/")
         if sep and provider_id in self._catalog.providers:
             provider = self._catalog.providers[provider_id]
-            credential = self._credentials.require(provider)
-            return Resolved(self._spec(provider, rest, self._catalog.models.get(model_id)), provider, credential)
+            credentials = tuple(self._credentials.require(provider))
+            return Resolved(self._spec(provider, rest, self._catalog.models.get(model_id)), provider, credentials)
         preferred = self._catalog.providers.get(prefer) if prefer else None
         if preferred is not None and f"{preferred.id}/{model_id}" in self._catalog.models:
             return self.resolve(f"{preferred.id}/{model_id}")
@@ -84,11 +89,11 @@ class ModelRegistry:
             row = self._catalog.models[full_id]
             provider = self._catalog.providers[row.provider]
             try:
-                credential = self._credentials.require(provider)
+                credentials = tuple(self._credentials.require(provider))
             except MissingCredential as exc:
                 missing = missing or exc
                 continue
-            return Resolved(self._spec(provider, row.id, row), provider, credential)
+            return Resolved(self._spec(provider, row.id, row), provider, credentials)
         if missing is not None:
             raise missing
         raise UnknownModel(model_id)

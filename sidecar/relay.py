@@ -271,6 +271,7 @@ class Relay:
         family = self._family
         # The parser first: the format's error event reads it, for a failure in building the request too.
         parser = self._parser = family.parser(call)
+        self.refusal = None  # another key or model may be taking over from a refused call
         url, headers, body = self._post(call, "text/event-stream")
         framer = _Framer(parser)
         try:
@@ -307,6 +308,7 @@ class Relay:
             yield delta
 
     async def _json(self, call: UpstreamCall, client: Upstream) -> AsyncIterator[Delta]:
+        self.refusal = None  # another key or model may be taking over from a refused call
         url, headers, body = self._post(call, "application/json")
         try:
             async with open_stream(client, call, url, headers=headers, json_body=body) as response:

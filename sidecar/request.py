@@ -27,7 +27,7 @@ ALLOWED_OPTION_KEYS = frozenset(
     "forceReasoningOff hideThinkingSummary thinkingBudgets toolChoice serviceTier guardrailIdentifier "
     "guardrailVersion guardrailTrace requestMetadata kimiApiFormat syntheticApiFormat preferWebsockets "
     "openrouterVariant loopGuard acceptEmptyResponse anthropicCompaction".split()
-)
+) | {"models"}  # the sidecar's own: fallback models (sidecar.failover)
 _NUMBER_OPTIONS = frozenset(
     "temperature topP topK minP presencePenalty frequencyPenalty repetitionPenalty maxTokens maxRetryDelayMs "
     "streamFirstEventTimeoutMs streamIdleTimeoutMs".split()
@@ -113,6 +113,19 @@ def parse_request(body: bytes, limits: Limits) -> PiRequest:
     )
 
 
+MAX_MODEL_CHOICES = 8
+"""Fallback models a request may name (``options.models``, ``providerOptions.gateway.models``)."""
+
+
+def model_choices(value: Any, where: str, limits: Limits) -> tuple[str, ...]:
+    """A request's list of model ids (its fallbacks, in order), each checked like ``modelId``."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise BadRequest(f'`{where}` must be an array of model ids, e.g. ["openai/gpt-4o"]')
+    if len(value) > MAX_MODEL_CHOICES:
+        raise BadRequest(f"`{where}` names {len(value)} models; at most {MAX_MODEL_CHOICES} are allowed")
+    return tuple(check_model_id(v.strip(), f"{where}[{i}]", limits.max_identifier_chars) for i, v in enumerate(value))
+
+
 def _model_id(data: dict[str, Any]) -> str:
     value = data.get("modelId")
     if isinstance(value, str) and value.strip():
@@ -157,6 +170,8 @@ def _options(raw: Any, limits: Limits) -> dict[str, Any]:
     for key in ("sessionId", "promptCacheKey"):
         if key in options:
             check_text(options[key], f"options.{key}", limits.max_identifier_chars)
+    if "models" in options:
+        options["models"] = list(model_choices(options["models"], "options.models", limits))
     headers = options.get("headers")
     if headers is not None:
         size = 0

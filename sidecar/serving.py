@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -24,16 +24,27 @@ from . import relay
 from .admission import Admission
 from .auth import BearerAuth, Caller
 from .config import Settings
-from .errors import BadRequest, PayloadTooLarge, SidecarError, UnsupportedMediaType, classify_status
+from .errors import (
+    BadRequest,
+    MissingCredential,
+    PayloadTooLarge,
+    SidecarError,
+    UnknownModel,
+    UnsupportedMediaType,
+    classify_status,
+)
+from .failover import Candidate, Failover
 from .identifiers import check_header, shown
 from .ingress.base import IngressFormat, IngressRequest
+from .key_pool import HAND_OVER_STATUSES, KeyPool
 from .ledger import Ledger
 from .ledger.budget import Budgets
 from .ledger.record import now_ms, record_from_outcome
 from .metrics import Metrics
+from .policy import Policy, unrestricted
 from .providers import ADAPTERS
 from .providers.base import UpstreamCall
-from .registry import ModelRegistry
+from .registry import ModelRegistry, Resolved
 from .responses import SSE_HEADERS, json_response
 from .sse_response import SseResponse
 from .stream import EventTimeouts, Generation, Outcome, SilentEncoder
@@ -88,6 +99,9 @@ class GenerationService:
     client: Callable[[], Upstream]
     on_finish: Callable[[str, Caller, Outcome], None]
     metrics: Metrics | None = None
+    policy: Policy = field(default_factory=unrestricted)
+    keys: KeyPool = field(default_factory=KeyPool)
+    """Allowed models and rate limits per caller (``[limits]``, ``[[workloads]]``)."""
 
     def error(self, fmt: IngressFormat, exc: SidecarError) -> Response:
         """``exc`` in ``fmt``'s error shape, with its status and ``retry-after``."""
@@ -109,7 +123,7 @@ class GenerationService:
     ) -> Response:
         """Run ``ingress`` for ``caller`` and answer in ``fmt``: an SSE stream or one JSON body."""
         started_ms = now_ms()
-        resolved = self.registry.resolve(ingress.model_id, prefer=fmt.preferred_provider)
+        resolved, fallbacks = self._resolve(ingress, fmt)
         stream_fn = ADAPTERS.get(resolved.model.api)
         if stream_fn is None:
             raise BadRequest(
@@ -121,52 +135,70 @@ class GenerationService:
             stream_fn = relayed.stream
         headers = upstream_headers(request, ingress.options)
         await self.budgets.check(caller, resolved.model)  # 429 / 403 before any upstream call
+        await self.policy.check(caller, resolved.model)  # 403 model_not_allowed / 429 + retry-after, likewise
+        failover = Failover(
+            caller=caller,
+            registry=self.registry,
+            keys=self.keys,
+            budgets=self.budgets,
+            policy=self.policy,
+            metrics=self.metrics,
+            first=Candidate(resolved, stream_fn),
+            fallbacks=fallbacks,
+            relayed_api=resolved.model.api if relayed is not None else None,
+            translatable=ingress.relay_only is None,
+        )
+        await failover.open()  # every key rate-limited or refused and no fallback: 429 / the refusal, likewise
         slot = self.admission.admit(caller)  # 503 / 429 with retry-after, before the 200
         try:
             generation_id = f"gen_{ULID()}"
-            credential_source = resolved.credential.source if resolved.credential else None
 
             def finish(outcome: Outcome) -> None:
                 # Free the slot before the terminal frame reaches the client: a client that sends its next request
                 # on the terminal event must find it free. (The response's end releases it too.)
                 slot.release()
+                served_by = failover.credential  # the model and key that served: after a hand-over, not the first
                 record = record_from_outcome(
                     generation_id=generation_id,
                     created_at_ms=started_ms,
                     identity=caller.identity,
-                    model=resolved.model,
+                    model=failover.model,
                     streamed=ingress.stream,
-                    credential_source=credential_source,
+                    credential_source=served_by.source if served_by is not None else None,
                     attribution=ingress.attribution,
                     outcome=outcome,
                 )
                 self.ledger.record(record)
+                self.policy.count(caller, record)  # tokens per minute; never blocks the stream's end
                 if self.metrics is not None:
                     self.metrics.generation(fmt.name, record)
                 self.on_finish(generation_id, caller, outcome)
 
+            model, key = failover.model, failover.credential
             call = UpstreamCall(
-                model=resolved.model,
+                model=model,
                 context=ingress.context,
                 options=ingress.options,
-                api_key=resolved.credential.value if resolved.credential else None,
+                api_key=key.value if key is not None else None,
                 session_id=ingress.session_id,
                 headers=headers,
                 max_retries=self.settings.max_retries,
                 on_retry=self.metrics.retry if self.metrics is not None else None,
+                hand_over=HAND_OVER_STATUSES if failover.rotation.has_next else frozenset(),
             )
             timeouts = EventTimeouts.from_options(ingress.options)
             generation = Generation(
                 call=call,
-                stream_fn=stream_fn,
+                stream_fn=failover.candidate.stream_fn,
                 client=self.client(),
                 timeouts=relayed.timeouts(timeouts) if relayed else timeouts,
                 on_finish=finish,
                 encoder=(
                     relayed.encoder
                     if relayed
-                    else (fmt.encoder(ingress, resolved.model, generation_id) if ingress.stream else SilentEncoder())
+                    else (fmt.encoder(ingress, model, generation_id) if ingress.stream else SilentEncoder())
                 ),
+                hand_over=failover.hand_over,
             )
             ids = {"x-generation-id": generation_id, "x-request-id": generation_id, "request-id": generation_id}
             if ingress.stream:
@@ -204,6 +236,22 @@ class GenerationService:
             body = fmt.error_body(status, classify_status(status), message.get("errorMessage", "upstream error"))
             return json_response(body, status, {**ids, **generation.error_headers})
         return json_response(fmt.render(ingress, message, generation_id), 200, ids)
+
+    def _resolve(self, ingress: IngressRequest, fmt: IngressFormat) -> tuple[Resolved, tuple[str, ...]]:
+        """The requested model and its fallbacks (the request's, else the config's). A requested model that cannot
+        be served at all (unknown here, or its provider has no key) is skipped for the first fallback that can; with
+        none, its error stands."""
+        fallbacks = ingress.fallbacks
+        try:
+            resolved = self.registry.resolve(ingress.model_id, prefer=fmt.preferred_provider)
+        except (UnknownModel, MissingCredential) as first_error:
+            for i, model_id in enumerate(fallbacks):
+                try:
+                    return self.registry.resolve(model_id), fallbacks[i + 1 :]
+                except (UnknownModel, MissingCredential):
+                    continue
+            raise first_error from None
+        return resolved, fallbacks or resolved.model.fallbacks
 
 
 class _Left:

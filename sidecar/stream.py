@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -170,6 +170,13 @@ class MessageAssembler:
         self.cost_multiplier = 1.0
         self._open: dict[Hashable, _Block] = {}
         self._partial_event: dict[str, Any] = {}
+
+    def switch_model(self, model: ModelSpec) -> None:
+        """Another model serves the generation (a fallback, before its first delta): the message names it, its
+        prices apply."""
+        self.model = model
+        message = self.message
+        message["api"], message["provider"], message["model"] = model.api, model.provider, model.id
 
     # ----- events -----------------------------------------------------------------------------------------------
 
@@ -394,6 +401,9 @@ class Generation:
     timeouts: EventTimeouts
     on_finish: Callable[[Outcome], None]
     encoder: Encoder | None = None
+    hand_over: Callable[[Exception, UpstreamCall], Awaitable[tuple[UpstreamCall, StreamFn] | None]] | None = None
+    """Asked when the upstream fails before the first delta: the call (another key, another model) and the adapter
+    to try instead, or ``None`` to let the failure stand (``sidecar.failover``)."""
     assembler: MessageAssembler = field(init=False)
     _reported: bool = field(default=False, init=False)
     _deltas: AsyncIterator[Deltas] | None = field(default=None, init=False)
@@ -413,41 +423,54 @@ class Generation:
         reaches the client as the HTTP status of its format's error body, which SDKs retry and report by status,
         instead of as an in-band error after a 200. A failure is recorded (ledger row, ``on_finish``) and re-raised,
         as is a cancellation (the client left while waiting)."""
-        self._deltas = self.stream_fn(self.call, self.client)
         try:
-            delta = await self._next(self._deltas, self.timeouts.first_event, "first event")
+            delta = await self._first()
         except BaseException as exc:
             if isinstance(exc, SidecarError):
                 exc.message = redact(exc.message, (self.call.api_key or "",))
             self._fail(exc)
-            await self._close(self._deltas)
+            if self._deltas is not None:
+                await self._close(self._deltas)
             raise
         if delta is None:
             self._ended = True
         else:
             self._primed.append(delta)
 
+    async def _first(self) -> Deltas | None:
+        """The first delta (or read), ``None`` for an empty stream. A failure before it is offered to ``hand_over``:
+        while that names another call, the failed stream is closed and the other one opened."""
+        while True:
+            self._deltas = deltas = self.stream_fn(self.call, self.client)  # nothing runs until anext
+            try:
+                return await self._next(deltas, self.timeouts.first_event, "first event")
+            except Exception as exc:
+                instead = await self.hand_over(exc, self.call) if self.hand_over is not None else None
+                if instead is None:
+                    raise
+                await self._close(deltas)
+                self.call, self.stream_fn = instead
+                self.assembler.switch_model(self.call.model)
+
     async def frames(self) -> AsyncIterator[bytes]:
         asm = self.assembler
-        if self._deltas is None:
-            self._deltas = self.stream_fn(self.call, self.client)  # an async generator: nothing runs until anext
-        deltas = self._deltas
         terminal: bytes
         try:
             opening = asm.start()
             if opening:
                 yield opening  # inside the try: a client gone already is still recorded, as aborted
-            limit, waiting_for = self.timeouts.first_event, "first event"
-            if self._primed:
-                limit, waiting_for = self.timeouts.idle, "next event"
-                frames = asm.feed_all(self._primed.pop())
+            first = self._primed.pop() if self._primed else None if self._ended else await self._first()
+            if first is None:
+                self._ended = True
+            else:
+                frames = asm.feed_all(first)
                 if frames:
                     yield b"".join(frames)
-            while not self._ended:
-                item = await self._next(deltas, limit, waiting_for)
+            deltas = self._deltas
+            while not self._ended and deltas is not None:
+                item = await self._next(deltas, self.timeouts.idle, "next event")
                 if item is None:
                     break
-                limit, waiting_for = self.timeouts.idle, "next event"
                 frames = asm.feed_all(item)
                 if frames:
                     yield frames[0] if len(frames) == 1 else b"".join(frames)
@@ -466,7 +489,8 @@ class Generation:
             if not self._reported:
                 # Cancelled: the client went away. Nothing more can be sent; record what was generated.
                 self._fail(asyncio.CancelledError())
-            await self._close(deltas)
+            if self._deltas is not None:
+                await self._close(self._deltas)
         if terminal:
             yield LastFrame(terminal)
 

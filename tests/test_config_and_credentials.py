@@ -74,7 +74,7 @@ def test_precedence_config_then_secrets_dir_then_env(tmp_path: Path) -> None:
     store, registry = store_for(
         tmp_path, config, OPENAI_API_KEY="sk-env", ANTHROPIC_API_KEY="sk-ant-env", DEEPSEEK_API_KEY="sk-deepseek-env"
     )
-    assert registry.resolve("openai/gpt-4o").credential == Credential("sk-from-config-file", "config:file")
+    assert registry.resolve("openai/gpt-4o").credential == Credential("sk-from-config-file", f"config:file:{keyfile}")
     assert registry.resolve("anthropic/claude-haiku-4-5").credential == Credential(
         "sk-ant-from-secret-dir", "secrets-dir"
     )
@@ -90,7 +90,9 @@ def test_env_location_in_config(tmp_path: Path) -> None:
         TEAM_CLAUDE_KEY="sk-team",
         ANTHROPIC_API_KEY="sk-default",
     )
-    assert registry.resolve("anthropic/claude-sonnet-4-5").credential == Credential("sk-team", "config:env")
+    assert registry.resolve("anthropic/claude-sonnet-4-5").credential == Credential(
+        "sk-team", "config:env:TEAM_CLAUDE_KEY"
+    )
 
 
 def test_credential_repr_never_shows_the_value() -> None:

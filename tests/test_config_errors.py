@@ -24,8 +24,8 @@ SERVER_SETTINGS = (
     "max_json_depth, max_streams, max_streams_per_workload, path_prefix, port, token_file, workers"
 )
 SECTIONS = (
-    '[budget], [credentials], [ledger], [metrics], [models."provider/id"], [providers.<id>], [realtime], [server], '
-    "[upstream], [[workloads]]"
+    '[budget], [credentials], [ledger], [limits], [metrics], [models."provider/id"], [providers.<id>], [realtime], '
+    "[server], [upstream], [[workloads]]"
 )
 VLLM = '[providers.vllm]\napi = "openai-completions"\nbase_url = "http://127.0.0.1:8000/v1"\n'
 
@@ -151,11 +151,20 @@ enabled = true
 host = "127.0.0.1"
 port = 9464
 
+[limits]
+models = ["anthropic/*", "openai/gpt-4o*"]
+requests_per_minute = 60
+tokens_per_minute = 200000
+redis_url = "redis://127.0.0.1:6379/0"
+
 [[workloads]]
 name = "ci"
 token = "env:CI_TOKEN"
 budget_usd = 2.5
 max_streams = 3
+models = ["anthropic/claude-haiku-*"]
+requests_per_minute = 10
+tokens_per_minute = 50000
 
 {VLLM}env_keys = ["VLLM_API_KEY"]
 base_url_env = "VLLM_BASE_URL"
@@ -183,9 +192,10 @@ api = "openai-responses"
     assert settings.limits.max_json_depth == 32 and settings.ledger_batch_size == 64
     assert settings.realtime.public_port == 4443 and settings.metrics.port == 9464
     assert settings.workloads[0].max_streams == 3 and settings.budget_period == "day"
+    assert settings.policy.requests_per_minute == 60 and settings.workloads[0].tokens_per_minute == 50000
     provider = settings.catalog.providers["vllm"]
     assert provider.compat["nested"] == {"also": "free-form"} and provider.headers == {"x-team": "agents"}
-    assert settings.credential_locations["vllm"] == "env:TEAM_VLLM_KEY"
+    assert settings.credential_locations["vllm"] == ("env:TEAM_VLLM_KEY",)
     model = settings.catalog.models["vllm/qwen3-32b"]
     assert model.pricing is not None and model.pricing.cache_read == 0.05
     assert model.api == "openai-responses" and model.compat == {"whatever_the_vendor_needs": 1}

@@ -142,7 +142,7 @@ def assert_statuses(rows: dict[str, dict[str, Any]]) -> None:
         "openrouter": ("ok", "env:OPENROUTER_API_KEY"),
         "openai": ("invalid", "env:OPENAI_API_KEY"),
         "deepseek": ("unreachable", "env:DEEPSEEK_API_KEY"),
-        "groq": ("unreachable", "config:env"),
+        "groq": ("unreachable", "config:env:GROQ_TEST_KEY"),
         "mistral": ("missing", None),
         "xai": ("missing", None),
         "ollama": ("not needed", None),

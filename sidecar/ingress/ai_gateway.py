@@ -33,7 +33,7 @@ from sidecar.ingress.base import IngressFormat, IngressRequest
 from sidecar.ingress.common import assistant_turn, fail, json_object, pi_tool, tool_result
 from sidecar.ledger.record import Attribution
 from sidecar.models import ModelSpec
-from sidecar.request import session_id_for
+from sidecar.request import MAX_MODEL_CHOICES, model_choices, session_id_for
 from sidecar.stream import BlockKind, frame
 
 MODEL_HEADER = "ai-language-model-id"
@@ -92,6 +92,7 @@ def decode(body: bytes, headers: Mapping[str, str], limits: Limits) -> IngressRe
         context["tools"] = tools
 
     options = _options(data)
+    model_id, fallbacks = _routing(data.get("providerOptions"), model_id, limits)
     return IngressRequest(
         model_id=model_id,
         context=context,  # type: ignore[arg-type]  # built block by block above
@@ -100,6 +101,7 @@ def decode(body: bytes, headers: Mapping[str, str], limits: Limits) -> IngressRe
         session_id=session_id_for(model_id, context, options),
         body=data,
         attribution=_attribution(data.get("providerOptions")),
+        fallbacks=fallbacks,
     )
 
 
@@ -357,6 +359,29 @@ def _tool_choice(raw: Any) -> Any:
             raise fail("toolChoice.toolName", "must name one of `tools`")
         return {"type": "tool", "name": name}
     raise fail("toolChoice", 'must be {"type": "auto" | "none" | "required"} or {"type": "tool", "toolName": …}')
+
+
+def _routing(provider_options: Any, model_id: str, limits: Limits) -> tuple[str, tuple[str, ...]]:
+    """The model to try first and the fallbacks, from ``providerOptions.gateway``: ``order`` names providers to try
+    the model on, in that order (``<provider>/<id>``, where that provider catalogs it), before the one the model id
+    names; ``models`` names fallback models, tried after them."""
+    gateway = provider_options.get("gateway") if isinstance(provider_options, dict) else None
+    if not isinstance(gateway, dict):
+        return model_id, ()  # a wrong shape is refused by _attribution
+    candidates = [model_id]
+    order = gateway.get("order")
+    if order is not None:
+        if not isinstance(order, list) or not all(isinstance(p, str) and p and "/" not in p for p in order):
+            raise fail("providerOptions.gateway.order", 'must be an array of provider names, e.g. ["bedrock"]')
+        bare = model_id.partition("/")[2] or model_id
+        where = "providerOptions.gateway.order"
+        candidates = [check_model_id(f"{p}/{bare}", where, limits.max_identifier_chars) for p in order] + candidates
+    if gateway.get("models") is not None:
+        candidates += model_choices(gateway["models"], "providerOptions.gateway.models", limits)
+    candidates = list(dict.fromkeys(candidates))
+    if len(candidates) > MAX_MODEL_CHOICES + 1:
+        raise fail("providerOptions.gateway", f"names more than {MAX_MODEL_CHOICES} providers and models to try")
+    return candidates[0], tuple(candidates[1:])
 
 
 def _attribution(provider_options: Any) -> Attribution:

@@ -44,6 +44,9 @@ class IngressRequest:
     it when the model is of another family; decode runs before the model is resolved, so it cannot."""
     attribution: Attribution = Attribution()
     """The end user and tags the client named (OpenAI ``user``, Anthropic ``metadata.user_id``), for the ledger."""
+    fallbacks: tuple[str, ...] = ()
+    """Models to serve the request when ``model_id`` fails before its first byte, in order (``sidecar.failover``);
+    empty: the model's own ``fallbacks`` from the config."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ def decode(body: bytes, headers: Mapping[str, str], limits: Limits) -> IngressRe
         stream=pi.stream,
         session_id=pi.session_id,
         attribution=Attribution.from_pi_options(pi.options),
+        fallbacks=tuple(pi.options.get("models", ())),
     )
 
 

@@ -64,6 +64,7 @@ def generation_view(record: GenerationRecord) -> dict[str, Any]:
         "tags": list(record.tags),
         "quota_entity_id": record.quota_entity_id,
         "credential_type": record.credential_type,
+        "credential_source": record.credential_source,  # where the key came from (a key pool's member): never it
         "error_type": record.error_type,
         "error_status": record.error_status,
     }

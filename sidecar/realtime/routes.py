@@ -41,6 +41,7 @@ from sidecar.identifiers import check_model_id, shown
 from sidecar.ledger.budget import Budgets
 from sidecar.ledger.service import Ledger
 from sidecar.metrics import Metrics
+from sidecar.policy import Policy, unrestricted
 from sidecar.registry import ModelRegistry, Resolved
 
 from .session import RealtimeSession
@@ -82,6 +83,7 @@ class RealtimeGateway:
         ledger: Ledger,
         budgets: Budgets,
         metrics: Metrics | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self.settings = settings
         self.limits = settings.realtime
@@ -91,6 +93,7 @@ class RealtimeGateway:
         self.ledger = ledger
         self.budgets = budgets
         self.metrics = metrics
+        self.policy = policy or unrestricted()
         self.sessions: dict[str, int] = {}
         self.connector: Callable[..., Any] | None = None  # tests may swap the upstream WebSocket connector
 
@@ -120,6 +123,7 @@ class RealtimeGateway:
                 "(raise [realtime] max_ttl_seconds to allow it)"
             )
         resolved = self.resolve(model_id, "model")
+        self.policy.check_model(caller, resolved.model)  # 403 model_not_allowed, before any secret exists
         await self.budgets.check(caller, resolved.model)
         token, key = mint_token()
         expires_at = time.time() + float(ttl)
@@ -223,6 +227,7 @@ class RealtimeGateway:
                 f"{caller.identity} already has {self.limits.max_sessions_per_bearer} realtime sessions open "
                 "(raise [realtime] max_sessions_per_bearer)"
             )
+        self.policy.check_model(caller, resolved.model)  # the bearer itself may open a socket, without a mint
         await self.budgets.check(caller, resolved.model)
         return caller, resolved
 
