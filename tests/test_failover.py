@@ -316,3 +316,27 @@ def test_the_credential_check_reports_each_key_of_a_pool(keyed: KeyedUpstream, t
         f"anthropic:{key_b}": ("invalid", key_b),
     }
     assert KEY_A not in checked.text and KEY_B not in checked.text
+
+
+def test_a_provider_going_down_mid_run_loses_no_request_a_fallback_could_serve(tmp_path: Path) -> None:
+    class Providers(FakeUpstream):
+        """Anthropic answers the recorded text until it is down (503); OpenAI always answers."""
+
+        anthropic_down = False
+
+        def _next_reply(self) -> Reply:
+            if self.received[-1].path.startswith("/v1/chat/completions"):
+                return Reply.sse(CHAT_TEXT)
+            if self.anthropic_down:
+                return Reply.json(503, {"type": "error", "error": {"type": "api_error", "message": "down"}})
+            return Reply.sse(TEXT)
+
+    config = write_config(tmp_path, "[upstream]\nmax_retries = 0\n")
+    with Providers() as up, run_sidecar(sidecar_environ(up.url, tmp_path), config) as gateway:
+        with ThreadPoolExecutor(8) as pool:
+            first = list(pool.map(lambda _: stream(gateway, models=["openai/gpt-4o-mini"]), range(8)))
+            up.anthropic_down = True
+            rest = list(pool.map(lambda _: stream(gateway, models=["openai/gpt-4o-mini"]), range(24)))
+        served = [done(response)["provider"] for response in first + rest]
+    assert served[:8] == ["anthropic"] * 8 and served[8:] == ["openai"] * 24
+    assert sum(r.path == "/v1/chat/completions" for r in up.received) == 24

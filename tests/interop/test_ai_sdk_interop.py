@@ -586,6 +586,30 @@ def test_gateway_error_mid_stream(ai_sdk: str, sidecar: Sidecar, upstream: FakeU
 
 
 @pytest.mark.parametrize("op", OPS)
+def test_gateway_fallback_models_serve_an_overloaded_one(
+    ai_sdk: str, sidecar: Sidecar, upstream: FakeUpstream, op: str
+) -> None:
+    """``providerOptions.gateway.models``, as an app sets it: the fallback serves when the model fails before its
+    first byte, and the gateway client's own lookup names the model that served."""
+    text = openai_expected("openai-chat-completions/text-basic-include-usage.sse")
+    upstream.push(
+        Reply.json(529, fixture_bytes("anthropic-messages/errors/529-overloaded-error.json")),
+        Reply.sse(fixture_bytes("openai-chat-completions/text-basic-include-usage.sse")),
+    )
+    options = {"gateway": {"models": ["openai/gpt-4o-mini"]}}
+    (line,) = run_ai_sdk(ai_sdk, [gateway_call(sidecar, op, SONNET, prompt="Say hello.", providerOptions=options)])
+
+    value = ok(line)
+    assert value["text"] == text.text, value
+    assert value["finishReason"] == "stop", value
+    assert_usage(value["usage"], text)
+    assert [r.path for r in upstream.received] == ["/v1/messages", "/v1/chat/completions"]
+    generation_id = value["providerMetadata"]["gateway"]["generationId"]
+    (lookup,) = run_ai_sdk(ai_sdk, [gateway_call(sidecar, "getGenerationInfo", "", id=generation_id)])
+    assert ok(lookup)["model"] == "openai/gpt-4o-mini"
+
+
+@pytest.mark.parametrize("op", OPS)
 def test_gateway_wrong_bearer(ai_sdk: str, sidecar: Sidecar, upstream: FakeUpstream, op: str) -> None:
     wrong = f"not-the-token-{secrets.token_hex(8)}"
     (line,) = run_ai_sdk(ai_sdk, [{**gateway_call(sidecar, op, SONNET, prompt="hi"), "apiKey": wrong}])

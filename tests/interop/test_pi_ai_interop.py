@@ -598,6 +598,37 @@ def test_upstream_http_error_is_in_band(
     assert time.monotonic() - started < 10
 
 
+def test_a_fallback_model_in_options_serves_an_overloaded_one(run_client: RunClient, upstream: FakeUpstream) -> None:
+    """pi-ai sends its options through unmodified: ``options.models`` names a fallback, which serves the generation
+    when the model fails before its first byte; the done message names it, priced as it."""
+    upstream.push(
+        recorded_error(f"{ERRORS}/529-overloaded-error.json", 529),
+        sse_reply("openai-chat-completions/text-basic-include-usage.sse"),
+    )
+    expected = openai_chat_text("openai-chat-completions/text-basic-include-usage.sse")
+    run = run_client(SONNET, [user("hi")], options={"models": ["openai/gpt-4o-mini"]})
+
+    assert run.response["status"] == 200
+    assert_well_formed(run)
+    assert run.types[-1] == "done"
+    result = run.result
+    assert (result["api"], result["provider"], result["model"]) == ("openai-completions", "openai", "gpt-4o-mini")
+    assert result["content"] == [{"type": "text", "text": expected}]
+    assert result["usage"]["cost"]["total"] > 0
+    assert [r.path for r in upstream.received] == ["/v1/messages", "/v1/chat/completions"]
+    assert upstream.received[1].json()["model"] == "gpt-4o-mini"
+
+
+def openai_chat_text(relative: str) -> str:
+    """The text a recorded Chat Completions stream carries, read from the fixture."""
+    parts = []
+    for line in fixture_bytes(relative).decode().splitlines():
+        if line.startswith("data: {"):
+            for choice in json.loads(line[6:]).get("choices") or ():
+                parts.append(choice.get("delta", {}).get("content") or "")
+    return "".join(parts)
+
+
 def test_upstream_error_mid_stream_keeps_partial_content(run_client: RunClient, upstream: FakeUpstream) -> None:
     upstream.push(sse_reply("anthropic-messages/overloaded-error-mid-stream.ASSEMBLED.sse"))
     run = run_client(SONNET, [user("hi")])
