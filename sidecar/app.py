@@ -67,7 +67,7 @@ def log_outcome(generation_id: str, caller: Caller, outcome: Outcome) -> None:
         extra={
             "fields": {
                 "generation_id": generation_id,
-                "caller": caller.identity,
+                "workload": caller.identity,  # as the ledger and the metrics' label name the caller
                 "provider": outcome.message["provider"],
                 "model": outcome.message["model"],
                 "reason": outcome.reason,
@@ -78,6 +78,7 @@ def log_outcome(generation_id: str, caller: Caller, outcome: Outcome) -> None:
                 "cost_usd": usage["cost"]["total"],
                 "ttft_ms": outcome.ttft_ms,
                 "duration_ms": outcome.duration_ms,
+                "status": outcome.error_status or (499 if outcome.reason == "aborted" else 200),
                 "error_type": outcome.error_type,
                 "error_status": outcome.error_status,
             }

@@ -141,7 +141,8 @@ def test_every_record_is_one_json_object_with_fields_and_no_secret(upstream: Fak
     echo = generations[ids["echo"]]
     assert echo["logger"] == "sidecar" and echo["level"] == "INFO"
     assert echo["message"].startswith(f"generation {ids['echo']} caller={caller} model=echo/echo reason=stop ")
-    assert (echo["caller"], echo["provider"], echo["model"], echo["reason"]) == (caller, "echo", "echo", "stop")
+    assert (echo["workload"], echo["provider"], echo["model"], echo["reason"]) == (caller, "echo", "echo", "stop")
+    assert echo["status"] == 200
     assert (echo["error_type"], echo["error_status"], echo["cost_usd"]) == (None, None, 0)
     anthropic = generations[ids["anthropic"]]
     assert (anthropic["provider"], anthropic["model"], anthropic["reason"]) == (
@@ -154,7 +155,7 @@ def test_every_record_is_one_json_object_with_fields_and_no_secret(upstream: Fak
     failed = generations[ids["refused"]]
     assert failed["reason"] == "error" and failed["ttft_ms"] is None
     assert (failed["provider"], failed["model"]) == ("anthropic", "claude-sonnet-4-5")
-    assert (failed["error_type"], failed["error_status"]) == ("authentication_error", 401)
+    assert (failed["error_type"], failed["error_status"], failed["status"]) == ("authentication_error", 401, 401)
     assert failed["message"].endswith(" error=authentication_error/401")
     # The key and the bearer sent as model ids: masked in the field as in the message.
     masked = [r for r in generations.values() if r["provider"] == "echo" and r["model"] != "echo"]

@@ -44,6 +44,8 @@ def test_the_public_port_serves_only_the_realtime_socket_and_healthz(tmp_path: P
                 ("GET", "/v1/generation?id=gen_01JZZZZZZZZZZZZZZZZZZZZZZZ"),
                 ("GET", "/v1/credits"),
                 ("GET", "/v1/models"),
+                ("GET", "/metrics"),  # never on the public listener, with the bearer or without
+                ("GET", "/v1/credentials/check"),
             ]:
                 assert httpx.request(method, f"{public}{path}", headers=headers).status_code == 404, path
 
