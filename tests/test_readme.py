@@ -1,10 +1,10 @@
 """The README's examples run as written: the first-screen curl streams from a real ``sidecar serve``, the Python client
 example streams from one and, beside it, from a second sidecar on a recorded Anthropic stream, the fallbacks curl is
 served by the first model that can, the OpenAI and Anthropic SDK example of the "Any agent" section talks to one, the
-full TOML example of the Configuration section is a valid config, and the Codex CLI provider table says what Codex requires. A new user's way through it holds too: the
-first screen gives two commands and names the services the tests need, every ``sidecar`` command is the checkout's
-``.venv/bin/sidecar``, and ``make lint`` passes the client example and leaves a file the user saves in the checkout
-alone."""
+full TOML example of the Configuration section is a valid config, and the Codex CLI provider table says what Codex
+requires. A new user's way through it holds too: the first screen gives two commands and names the services the
+tests need, every ``sidecar`` command is the checkout's ``.venv/bin/sidecar``, and ``make lint`` passes the client
+example and leaves a file the user saves in the checkout alone."""
 
 from __future__ import annotations
 
