@@ -34,6 +34,7 @@ from .metrics_routes import metrics_router
 from .model_routes import ModelRoutes
 from .policy import Policy
 from .rate_limits import RateCounters
+from .realtime.openai import OpenAIRealtime, openai_browser_router, openai_mint_router
 from .realtime.routes import RealtimeGateway, realtime_router, realtime_socket_router
 from .realtime.tokens import store_for as token_store_for
 from .registry import ModelRegistry
@@ -151,6 +152,7 @@ def create_app(
             )
         )
     state: dict[str, Upstream] = {}
+    openai_realtime = OpenAIRealtime(realtime, lambda: state["client"])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -171,6 +173,7 @@ def create_app(
                     yield
             finally:
                 state.clear()
+                await openai_realtime.close()  # the WebRTC calls' side-band observers
                 await realtime.tokens.close()
                 await policy.close()
         finally:
@@ -227,6 +230,9 @@ def create_app(
     app.include_router(credential_router(settings, credentials, auth, lambda: state["client"]))
     app.include_router(realtime_router(realtime, json_response))
     app.include_router(realtime_socket_router(realtime))
+    app.include_router(openai_mint_router(openai_realtime))
+    app.include_router(openai_browser_router(openai_realtime))
+    app.state.openai_realtime = openai_realtime
     app.state.realtime = realtime
     app.state.admission = admission
     if metrics is not None and settings.metrics.port is None:
@@ -271,8 +277,13 @@ def create_public_app(private: FastAPI) -> FastAPI:
         return json_response({"ok": True, "version": __version__})
 
     app.include_router(realtime_socket_router(realtime))
+    app.include_router(openai_browser_router(private.state.openai_realtime))
 
-    @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+    @app.options("/{path:path}")
+    async def preflight(path: str) -> Response:  # a browser's WebRTC call setup is a cross-origin POST
+        return Response(status_code=204, headers=PREFLIGHT_HEADERS)
+
+    @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     async def no_route(request: Request, path: str) -> Response:
         return json_response({"error": f"No route: {request.method} {request.url.path}"}, 404)
 

@@ -21,7 +21,7 @@ PREFLIGHT_HEADERS = {
     "x-omp-install-id, x-omp-hostname, x-omp-app, anthropic-beta, anthropic-version, "
     "anthropic-dangerous-direct-browser-access, openai-organization, openai-project, openai-beta, "
     "ai-language-model-specification-version, ai-language-model-id, ai-language-model-streaming, "
-    "ai-gateway-protocol-version, ai-gateway-auth-method",
+    "ai-gateway-protocol-version, ai-gateway-auth-method, x-openai-agents-sdk",
     "access-control-max-age": "86400",
 }
 """The answer to a CORS preflight (``OPTIONS``): what a browser may send, and for how long it may remember that."""

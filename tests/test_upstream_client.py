@@ -3,8 +3,6 @@ reuse, and each failure named as what happened (the retry logic and the client's
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import socket
 import ssl
 import threading
@@ -14,13 +12,10 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from sidecar.errors import UpstreamConnectError, UpstreamTimeout, map_transport_errors
 from sidecar.upstream import Upstream, client_timeout
+from tests.certificates import self_signed_certificate
 from tests.fakeupstream import FakeUpstream, Reply
 
 LIMITS = client_timeout(connect=2.0, read=2.0, pool=2.0)
@@ -156,26 +151,9 @@ async def test_no_byte_within_the_read_limit_is_a_read_timeout(upstream: FakeUps
 @pytest.fixture
 def self_signed_server(tmp_path: Path) -> Iterator[str]:
     """An HTTPS server on 127.0.0.1 whose certificate no CA signed: what a provider impersonator would present."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .sign(key, hashes.SHA256())
-    )
-    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "key.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    cert, key = self_signed_certificate(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    context.load_cert_chain(cert, key)
 
     def handshake(conn: socket.socket) -> None:
         try:

@@ -1,9 +1,11 @@
-"""One realtime session: a browser socket (normalized AI SDK events) relayed to OpenAI's Realtime API.
+"""One realtime session: a browser socket relayed to OpenAI's Realtime API.
 
-The browser speaks the normalized protocol; each frame is translated with ``mapping`` (normalized → OpenAI on the
-way up, OpenAI → normalized with ``raw`` on the way down). The provider key goes only into the upstream handshake's
-``Authorization`` header. Every ``response.done`` is priced from the catalog (text and audio rates) and recorded in
-the ledger as a generation; its id is added to the browser's ``response-done`` event as ``generationId``.
+The browser speaks a ``Dialect``: the AI SDK Gateway's normalized events, translated with ``mapping`` (normalized →
+OpenAI on the way up, OpenAI → normalized with ``raw`` on the way down; the ledger's id is added to ``response-done``
+as ``generationId``), or OpenAI's own events, relayed untranslated. ``first_events`` (the session config a client
+secret was minted with) go upstream before any browser frame. The provider key goes only into the upstream
+handshake's ``Authorization`` header. Every ``response.done`` is priced from the catalog (text and audio rates) and
+recorded in the ledger as a generation.
 
 Either side closing closes the other:
 
@@ -40,14 +42,8 @@ from sidecar.metrics import Metrics
 from sidecar.models import ModelSpec, Pricing
 from sidecar.redaction import redact, redact_json
 
-from .mapping import (
-    RealtimeEventError,
-    from_openai,
-    gateway_options,
-    get_path,
-    to_openai,
-    usage_from_response_done,
-)
+from .dialects import Dialect, GatewayDialect
+from .mapping import RealtimeEventError, get_path, usage_from_response_done
 
 log = logging.getLogger("sidecar.realtime")
 # websockets logs the handshake headers (with the provider key) and every frame (the user's words and audio) at
@@ -68,26 +64,21 @@ _FIRST_OUTPUT = frozenset(
         "response.audio_transcript.delta",
     }
 )
-# Normalized events sent to the browser without redaction: the per-chunk deltas of the model's own output (audio,
-# text, transcript, tool arguments), by far the most frequent frames, audio ones large. They carry only what the
-# model generated, and the model never sees the provider key (it goes only into the upstream handshake header), so
-# there is nothing to find in them. Every other event is redacted: error events (message and raw), response-done
-# (a failed response's status_details carry provider text), custom (unknown upstream events, e.g. a failed
+# Browser-bound events are redacted, but for the dialect's output deltas (``Dialect.unredacted``: they carry only what
+# the model generated, and the model never sees the provider key). Redacted: error events (message and raw),
+# response.done (a failed response's status_details carry provider text), unknown upstream events (a failed
 # transcription), session events, and the sidecar's own error events.
-_UNREDACTED_KINDS = frozenset({"audio-delta", "text-delta", "audio-transcript-delta", "function-call-arguments-delta"})
 _MAX_CLOSE_REASON_BYTES = 123  # RFC 6455: the close frame's payload is at most 125 bytes, 2 of them the code
 
 
-def realtime_url(model: ModelSpec) -> str:
-    """``https://api.openai.com/v1`` → ``wss://api.openai.com/v1/realtime?model=<id>``."""
+def realtime_url(model: ModelSpec, call_id: str | None = None) -> str:
+    """``https://api.openai.com/v1`` → ``wss://api.openai.com/v1/realtime?model=<id>``; with ``call_id``, the
+    WebRTC call's side-band connection ``…/realtime?call_id=<id>``."""
     parts = urlsplit(model.base_url)
     scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
     path = parts.path.rstrip("/") + "/realtime"
-    return urlunsplit((scheme, parts.netloc, path, f"model={quote(model.id, safe='')}", ""))
-
-
-def error_event(message: str, code: str) -> dict[str, Any]:
-    return {"type": "error", "message": message, "code": code, "raw": None}
+    query = f"call_id={quote(call_id, safe='')}" if call_id else f"model={quote(model.id, safe='')}"
+    return urlunsplit((scheme, parts.netloc, path, query, ""))
 
 
 @dataclass(slots=True)
@@ -100,7 +91,8 @@ class _Response:
 
 @dataclass
 class RealtimeSession:
-    browser: WebSocket
+    browser: WebSocket | None
+    """``None`` for a WebRTC call's side-band observer (``observe``)."""
     model: ModelSpec
     api_key: str | None
     credential_source: str | None
@@ -112,10 +104,14 @@ class RealtimeSession:
     connector: Callable[..., Any] = connect
     metrics: Metrics | None = None
     attribution: Attribution = field(default_factory=Attribution)
+    dialect: Dialect = field(default_factory=GatewayDialect)
+    first_events: list[dict[str, Any]] = field(default_factory=list)
+    """Sent upstream before any browser frame: the ``session.update`` of the config a client secret was minted with."""
     _responses: dict[str, _Response] = field(default_factory=dict)
     _last_activity: float = field(default_factory=time.monotonic)
     _configured: bool = False
     _closing: bool = False
+    _last_parsed: Any = None
     """Set when the sidecar closes the upstream itself, so its closing is not reported as an upstream failure."""
 
     async def run(self) -> None:
@@ -126,9 +122,34 @@ class RealtimeSession:
             await self._fail_browser(self._connect_error(exc), "upstream_unavailable", 1011)
             return
         try:
+            for event in self.first_events:
+                await upstream.send(orjson.dumps(event).decode())
             await self._relay(upstream)
         finally:
             self._record_unfinished()  # also when the server shuts down mid-session
+
+    async def observe(self, call_id: str) -> None:
+        """A WebRTC call's side-band connection: no browser socket (media flows between the browser and the
+        provider), only the provider's events, read to record each ``response.done`` in the ledger, until the call
+        ends or the session limits are reached."""
+        try:
+            upstream = await self._connect(call_id)
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            log.warning("realtime call %s: no side-band connection, its usage is not recorded (%s)", call_id, exc)
+            return
+        try:
+            async with upstream, asyncio.timeout(self.limits.max_session_seconds):
+                async for frame in upstream:
+                    try:
+                        event = orjson.loads(frame)
+                    except orjson.JSONDecodeError:
+                        continue
+                    if isinstance(event, dict):
+                        self._track(event, None)
+        except (ConnectionClosed, TimeoutError):
+            pass
+        finally:
+            self._record_unfinished()
 
     async def _relay(self, upstream: ClientConnection) -> None:
         async with upstream:
@@ -151,11 +172,11 @@ class RealtimeSession:
 
     # ----- the two directions ---------------------------------------------------------------------------------------
 
-    async def _connect(self) -> ClientConnection:
+    async def _connect(self, call_id: str | None = None) -> ClientConnection:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         headers.update(self.model.headers)
         conn: ClientConnection = await self.connector(
-            realtime_url(self.model),
+            realtime_url(self.model, call_id),
             additional_headers=headers,
             max_size=UPSTREAM_MAX_FRAME,
             open_timeout=15,
@@ -180,6 +201,7 @@ class RealtimeSession:
     async def _browser_to_upstream(self, upstream: ClientConnection) -> None:
         while True:
             try:
+                assert self.browser is not None  # only observe() runs without one, and it never reads
                 message = await self.browser.receive()
             except WebSocketDisconnect:
                 break
@@ -190,7 +212,7 @@ class RealtimeSession:
             raw = text.encode() if text is not None else message.get("bytes") or b""
             if len(raw) > self.limits.max_frame_bytes:
                 await self._send(
-                    error_event(
+                    self.dialect.error(
                         f"frame of {len(raw)} bytes is over the {self.limits.max_frame_bytes}-byte limit",
                         "frame_too_large",
                     )
@@ -200,40 +222,39 @@ class RealtimeSession:
                 await self._close_browser(1009, "frame too large")
                 return
             outgoing = await self._translate_up(raw)
-            if outgoing is not None:
-                await upstream.send(orjson.dumps(outgoing).decode())
+            if outgoing is None:
+                continue
+            # An event the dialect passed on as it came goes up as the browser sent it.
+            await upstream.send(
+                text if text is not None and outgoing is self._last_parsed else orjson.dumps(outgoing).decode()
+            )
         self._closing = True
         await upstream.close(1000, "client closed")
 
     async def _translate_up(self, raw: bytes) -> dict[str, Any] | None:
         """The OpenAI event for one browser frame, or ``None`` (dropped, or answered with an ``error`` event)."""
+        dialect = self.dialect
         try:
-            event = orjson.loads(raw)
+            event = self._last_parsed = orjson.loads(raw)
             if not isinstance(event, dict):
                 raise RealtimeEventError("a client event must be a JSON object with a `type`")
-            if event.get("type") == "session-update" and isinstance(event.get("config"), dict):
-                self._take_attribution(event["config"])
-            if event.get("type") == "response-create":
+            attribution = dialect.attribution(event, self.attribution, self._configured)
+            if attribution is not None:
+                self.attribution, self._configured = attribution, True
+            if event.get("type") == dialect.creates_response:
                 await self.budgets.check(self.caller)
-            return to_openai(event, self.model.id)
+            return dialect.up(event, self.model.id)
         except orjson.JSONDecodeError:
-            await self._send(error_event("client frame is not JSON", "invalid_event"))
+            await self._send(dialect.error("client frame is not JSON", "invalid_event"))
         except RealtimeEventError as exc:
-            await self._send(error_event(str(exc), "invalid_event"))
+            await self._send(dialect.error(str(exc), "invalid_event"))
         except BadRequest as exc:
-            await self._send(error_event(exc.message, "invalid_event"))
+            await self._send(dialect.error(exc.message, "invalid_event"))
         except BudgetExceeded as exc:
-            await self._send(error_event(exc.message, exc.type))
+            await self._send(dialect.error(exc.message, exc.type))
         except LedgerUnavailable as exc:
-            await self._send(error_event(exc.message, "ledger_unavailable"))
+            await self._send(dialect.error(exc.message, "ledger_unavailable"))
         return None
-
-    def _take_attribution(self, config: dict[str, Any]) -> None:
-        # The gateway options of the first session-update attribute the whole session (later ones may refine it).
-        options = gateway_options(config)
-        if options or not self._configured:
-            self.attribution = Attribution.from_gateway_options(options, "config.providerOptions.gateway")
-        self._configured = True
 
     async def _upstream_to_browser(self, upstream: ClientConnection) -> None:
         try:
@@ -246,9 +267,12 @@ class RealtimeSession:
                     continue
                 if not isinstance(event, dict):
                     continue
-                normalized = from_openai(event)
-                self._track(event, normalized)
-                await self._send(normalized)
+                outgoing = self.dialect.down(event)
+                self._track(event, outgoing)
+                if outgoing is None and event.get("type") in self.dialect.unredacted:
+                    await self._send_text(frame if isinstance(frame, str) else frame.decode())
+                else:
+                    await self._send(event if outgoing is None else outgoing)
         except ConnectionClosed as exc:
             if self._closing:
                 return
@@ -275,14 +299,14 @@ class RealtimeSession:
                 reason = f"no frames for {self.limits.idle_timeout_seconds:g} s"
                 break
             await asyncio.sleep(min(deadline, idle_until) - now)
-        await self._send(error_event(reason, "session_limit"))
+        await self._send(self.dialect.error(reason, "session_limit"))
         self._closing = True
         await upstream.close(1000, "session limit")
         await self._close_browser(1008, reason)
 
     # ----- usage → ledger ---------------------------------------------------------------------------------------
 
-    def _track(self, event: dict[str, Any], normalized: dict[str, Any]) -> None:
+    def _track(self, event: dict[str, Any], outgoing: dict[str, Any] | None) -> None:
         kind = event.get("type")
         if kind == "response.created":
             response_id = str(get_path(event, "response", "id") or "")
@@ -294,11 +318,14 @@ class RealtimeSession:
         elif kind == "response.done":
             response_id = str(get_path(event, "response", "id") or "")
             tracked = self._responses.pop(response_id, None)
-            if tracked is None:  # no response.created seen (the docs' examples do not chain ids): start now
+            if tracked is None and len(self._responses) == 1:
+                # One response open under another id (the docs' examples do not chain ids): it is this one.
+                tracked = self._responses.pop(next(iter(self._responses)))
+            if tracked is None:  # no response.created seen: start now
                 tracked = _Response(f"gen_{ULID()}", now_ms(), time.perf_counter())
             status = str(get_path(event, "response", "status") or "completed")
             record = self._record(tracked, usage_from_response_done(event) or {}, status, response_id)
-            normalized["generationId"] = record.id
+            self.dialect.generation_done(outgoing, record)
 
     def _record(self, tracked: _Response, usage: dict[str, Any], status: str, response_id: str) -> GenerationRecord:
         now = time.perf_counter()
@@ -340,10 +367,14 @@ class RealtimeSession:
     # on this path, with the live key as a known secret.
 
     async def _send(self, event: dict[str, Any]) -> None:
-        if event.get("type") not in _UNREDACTED_KINDS:
+        if event.get("type") not in self.dialect.unredacted:
             event = redact_json(event, self._secrets)
+        await self._send_text(orjson.dumps(event).decode())
+
+    async def _send_text(self, text: str) -> None:
         try:
-            await self.browser.send_text(orjson.dumps(event).decode())
+            if self.browser is not None:
+                await self.browser.send_text(text)
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass  # the browser is gone; its side of the relay ends on its own
 
@@ -351,12 +382,13 @@ class RealtimeSession:
         reason = redact(reason, self._secrets)
         reason = reason.encode()[:_MAX_CLOSE_REASON_BYTES].decode(errors="ignore")  # cut after redacting, never before
         try:
-            await self.browser.close(code, reason)
+            if self.browser is not None:
+                await self.browser.close(code, reason)
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass  # already closed
 
     async def _fail_browser(self, message: str, code: str, close_code: int) -> None:
-        await self._send(error_event(message, code))
+        await self._send(self.dialect.error(message, code))
         await self._close_browser(close_code, message)
 
 

@@ -1,4 +1,5 @@
-"""Single-use, short-lived realtime client secrets (``vcst_…``) and the stores that redeem them exactly once.
+"""Single-use, short-lived realtime client secrets (``vcst_…`` for the AI Gateway contract, ``ek_…`` for OpenAI's)
+and the stores that redeem them exactly once.
 
 The token is 32 random bytes (base64url) after the ``vcst_`` prefix; only its SHA-256 is stored. A grant binds it to
 the model, the route kind and the minting bearer's identity, until ``expires_at``. ``consume`` is atomic: of any
@@ -22,6 +23,7 @@ import secrets
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -39,6 +41,8 @@ class Grant:
     expires_at: float
     """Epoch seconds."""
     budget_usd: float | None = None
+    session: dict[str, Any] | None = None
+    """OpenAI-shape secrets (``ek_``): the session config they were minted with, applied before the client's frames."""
 
 
 def encode_grant(grant: Grant) -> bytes:
@@ -54,9 +58,9 @@ def decode_grant(raw: bytes | str) -> Grant | None:
     return grant if grant.expires_at > time.time() else None
 
 
-def mint_token() -> tuple[str, str]:
+def mint_token(prefix: str = TOKEN_PREFIX) -> tuple[str, str]:
     """A new token and the hash under which it is stored."""
-    token = TOKEN_PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+    token = prefix + base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
     return token, token_hash(token)
 
 

@@ -36,6 +36,9 @@ REQUIRED_INSTALL = (
     NODE_MODULES / "ai" / "package.json",
     NODE_MODULES / "@ai-sdk" / "openai" / "package.json",
     NODE_MODULES / "@ai-sdk" / "anthropic" / "package.json",
+    NODE_MODULES / "openai" / "package.json",
+    NODE_MODULES / "@openai" / "agents-realtime" / "package.json",
+    NODE_MODULES / "ws" / "package.json",
     BUN,
 )
 MIN_NODE_MAJOR = 20

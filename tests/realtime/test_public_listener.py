@@ -44,6 +44,7 @@ def test_the_public_port_serves_only_the_realtime_socket_and_healthz(tmp_path: P
                 ("GET", "/v1/generation?id=gen_01JZZZZZZZZZZZZZZZZZZZZZZZ"),
                 ("GET", "/v1/credits"),
                 ("GET", "/v1/models"),
+                ("POST", "/v1/realtime/client_secrets"),  # OpenAI's mint is private too (its socket is not)
                 ("GET", "/metrics"),  # never on the public listener, with the bearer or without
                 ("GET", "/v1/credentials/check"),
             ]:
@@ -63,9 +64,18 @@ def test_the_public_port_serves_only_the_realtime_socket_and_healthz(tmp_path: P
             assert generation.status_code == 200 and generation.json()["data"]["model"] == "openai/gpt-realtime"
             (upstream,) = up.wait_closed()
             assert upstream.headers["authorization"] == f"Bearer {CANARY}"
+
+            # A browser's cross-origin WebRTC call setup is preflighted on the public listener too.
+            assert httpx.options(f"{public}/v1/realtime/calls").status_code == 204
+
+            # OpenAI's shape: minted privately, opened publicly.
+            secret = httpx.post(f"{private}/v1/realtime/client_secrets", json={}, headers=headers).json()["value"]
+            openai_url = f"ws://127.0.0.1:{public_port}/v1/realtime?model=gpt-realtime"
+            with connect(openai_url, subprotocols=["realtime", f"openai-insecure-api-key.{secret}"]) as ws:  # type: ignore[list-item]
+                assert json.loads(ws.recv(timeout=5))["type"] == "session.created"
         finally:
             proc.send_signal(signal.SIGTERM)
             output, _ = proc.communicate(timeout=15)
     assert proc.returncode in (0, -15), output  # both listeners stop on one signal
     assert f"public realtime listener on http://127.0.0.1:{public_port}" in output
-    assert CANARY not in output and TOKEN not in output and token not in output
+    assert CANARY not in output and TOKEN not in output and token not in output and secret not in output

@@ -219,3 +219,48 @@ async def test_a_token_minted_on_one_replica_is_redeemable_once_on_the_other(
     assert_refused_as_used(await attempt(by_name[redeemer], token))
     assert_refused_as_used(await attempt(by_name[minter], token))
     assert len(pair.upstream.connections) - upstream_before == 1
+
+
+async def mint_openai(replica: Replica, seconds: int = 60) -> str:
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.post(
+            f"{replica.url}/v1/realtime/client_secrets",
+            json={"expires_after": {"anchor": "created_at", "seconds": seconds}, "session": {"type": "realtime"}},
+            headers={"authorization": f"Bearer {TOKEN}"},
+        )
+    assert response.status_code == 200, response.text
+    secret: str = response.json()["value"]
+    return secret
+
+
+async def attempt_openai(replica: Replica, secret: str) -> Attempt:
+    """An OpenAI browser client's upgrade: ``realtime`` and ``openai-insecure-api-key.<ek>``."""
+    url = f"ws://127.0.0.1:{replica.port}/v1/realtime?model=gpt-realtime"
+    protocols = [Subprotocol("realtime"), Subprotocol(f"openai-insecure-api-key.{secret}")]
+    try:
+        async with connect(url, subprotocols=protocols, open_timeout=10) as ws:
+            async with asyncio.timeout(10):
+                event = json.loads(await ws.recv())
+            return Attempt(replica.name, 101, event)
+    except InvalidStatus as exc:
+        return Attempt(replica.name, exc.response.status_code, json.loads(exc.response.body))
+
+
+async def test_an_openai_secret_opens_once_across_replicas_and_expires_on_both(pair: Pair) -> None:
+    """The ``ek_`` secrets (OpenAI's shape) live in the same shared store: minted on A, opened once on B, refused on
+    both afterwards; one that expired is refused by either."""
+    secret = await mint_openai(pair.a)
+    assert secret.startswith("ek_") and 0 < await stored_pttl(pair.redis_url, secret) <= 60_000
+    attempts = await asyncio.gather(*(attempt_openai(r, secret) for r in [pair.b, pair.a] * 10))
+    opened = [a for a in attempts if a.status == 101]
+    assert len(opened) == 1 and opened[0].body["type"] == "session.created", opened
+    for refused in (a for a in attempts if a.status != 101):
+        assert refused.status == 401 and "already used" in refused.body["error"]["message"], refused
+        assert set(refused.body["error"]) == {"message", "type", "param", "code"}  # OpenAI's envelope
+    short = await mint_openai(pair.b, seconds=1)
+    await asyncio.sleep(1.2)
+    for replica in (pair.a, pair.b):
+        expired = await attempt_openai(replica, short)
+        assert expired.status == 401, expired
+    for replica in (pair.a, pair.b):
+        assert secret not in replica.log() and OPENAI_CANARY not in replica.log()

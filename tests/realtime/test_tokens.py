@@ -165,6 +165,7 @@ async def test_only_the_sha256_of_the_token_is_stored_with_the_grant(stores: Sto
         "identity": "workload:test",
         "expires_at": minted.expires_at,
         "budget_usd": 2.5,
+        "session": None,  # an ek_ grant's session config (sidecar.realtime.openai); none for a vcst_ one
     }
 
 
