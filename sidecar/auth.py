@@ -32,6 +32,8 @@ class Caller:
     """``workload:<name>`` for a ``[[workloads]]`` token, else ``bearer:<first 16 hex of sha256(token)>``: stable,
     not reversible. The ledger scopes lookups, reports and budgets by it."""
     budget_usd: float | None = None
+    admin: bool = False
+    """A ``[[workloads]]`` bearer with ``admin = true``: sees every workload on ``/ui``."""
 
 
 def identity_of(token: str) -> str:
@@ -85,7 +87,8 @@ class BearerAuth:
         tokens = [(token, Caller(identity_of(token), settings.budget_usd))]
         for workload in settings.workloads:
             budget = workload.budget_usd if workload.budget_usd is not None else settings.budget_usd
-            tokens.append((workload_token(settings, workload), Caller(f"workload:{workload.name}", budget)))
+            caller = Caller(f"workload:{workload.name}", budget, workload.admin)
+            tokens.append((workload_token(settings, workload), caller))
         return cls(tokens)
 
     def authenticate_request(self, headers: Mapping[str, str]) -> Caller:

@@ -51,6 +51,9 @@ class Workload:
     """``None``: ``[limits] requests_per_minute``."""
     tokens_per_minute: int | None = None
     """``None``: ``[limits] tokens_per_minute``."""
+    admin: bool = False
+    """``admin = true``: its bearer sees every workload's generations, spend and budgets on ``/ui`` (others see their
+    own only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,7 +458,7 @@ def _limits(server: Mapping[str, Any]) -> Limits:
 _BUDGET_KEYS = frozenset({"usd", "period", "allow_unpriced"})
 _POLICY_KEYS = frozenset({"models", "requests_per_minute", "tokens_per_minute"})
 """What ``[limits]`` and a ``[[workloads]]`` entry both set (the entry's own value wins)."""
-_WORKLOAD_KEYS = frozenset({"name", "token", "budget_usd", "max_streams"}) | _POLICY_KEYS
+_WORKLOAD_KEYS = frozenset({"name", "token", "budget_usd", "max_streams", "admin"}) | _POLICY_KEYS
 _LIMITS_KEYS = _POLICY_KEYS | {"redis_url"}
 MAX_PER_MINUTE = 10**12
 
@@ -484,8 +487,11 @@ def _budget_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
         max_streams = _typed(entry, "max_streams", int, where)
         if max_streams is not None and not 1 <= max_streams <= 1_000_000:
             raise ConfigError(f"[{where}] ({name}) max_streams must be between 1 and 1000000")
+        admin = bool(_typed(entry, "admin", bool, where))
         workloads.append(
-            Workload(name, token, _usd(entry, "budget_usd", where), max_streams, **_policy_values(entry, where))
+            Workload(
+                name, token, _usd(entry, "budget_usd", where), max_streams, admin=admin, **_policy_values(entry, where)
+            )
         )
     allow_unpriced = _typed(budget, "allow_unpriced", bool, "budget")
     return {

@@ -162,6 +162,7 @@ name = "ci"
 token = "env:CI_TOKEN"
 budget_usd = 2.5
 max_streams = 3
+admin = true
 models = ["anthropic/claude-haiku-*"]
 requests_per_minute = 10
 tokens_per_minute = 50000
@@ -193,6 +194,7 @@ api = "openai-responses"
     assert settings.realtime.public_port == 4443 and settings.metrics.port == 9464
     assert settings.workloads[0].max_streams == 3 and settings.budget_period == "day"
     assert settings.policy.requests_per_minute == 60 and settings.workloads[0].tokens_per_minute == 50000
+    assert settings.workloads[0].admin is True
     provider = settings.catalog.providers["vllm"]
     assert provider.compat["nested"] == {"also": "free-form"} and provider.headers == {"x-team": "agents"}
     assert settings.credential_locations["vllm"] == ("env:TEAM_VLLM_KEY",)
