@@ -21,6 +21,7 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,9 +98,11 @@ def promised_lines(command_line: str) -> list[str]:
     return command_line.split("# ", 1)[1].split(" / ")
 
 
-def test_the_first_screen_curl_streams_from_a_real_sidecar(tmp_path: Path) -> None:
+def curl_against_a_sidecar(marker: str, tmp_path: Path) -> tuple[str, dict[str, Any]]:
+    """The README's curl block that contains ``marker``, run as written against a real offline sidecar: its output
+    and the pi ``done`` event it printed."""
     need_curl()
-    command = next(block for block in fenced_blocks("bash") if block.startswith("curl -N"))
+    command = next(block for block in fenced_blocks("bash") if marker in block)
     env = offline_environ(tmp_path)
     with served(tmp_path, env) as port:
         result = subprocess.run(
@@ -110,26 +113,19 @@ def test_the_first_screen_curl_streams_from_a_real_sidecar(tmp_path: Path) -> No
             timeout=20,
         )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.rstrip().endswith("data: [DONE]"), result.stdout[-500:]
     done = next(json.loads(line[6:]) for line in result.stdout.splitlines() if line.startswith('data: {"type":"done"'))
+    return result.stdout, done
+
+
+def test_the_first_screen_curl_streams_from_a_real_sidecar(tmp_path: Path) -> None:
+    output, done = curl_against_a_sidecar("curl -N", tmp_path)
+    assert output.rstrip().endswith("data: [DONE]"), output[-500:]
     assert done["message"]["content"][0]["text"] == "hello sidecar"  # the echo model streamed the prompt back
 
 
 def test_the_fallbacks_curl_is_served_by_the_first_model_that_can(tmp_path: Path) -> None:
     """Offline, the requested model's provider and the first fallback's have no key: echo/echo serves."""
-    need_curl()
-    command = next(block for block in fenced_blocks("bash") if '"options":{"models"' in block)
-    env = offline_environ(tmp_path)
-    with served(tmp_path, env) as port:
-        result = subprocess.run(
-            ["bash", "-c", as_written(command, {FIRST_SCREEN_PORT: port})],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-    assert result.returncode == 0, result.stderr
-    done = next(json.loads(line[6:]) for line in result.stdout.splitlines() if line.startswith('data: {"type":"done"'))
+    _, done = curl_against_a_sidecar('"options":{"models"', tmp_path)
     assert (done["message"]["provider"], done["message"]["content"][0]["text"]) == ("echo", "hello")
 
 

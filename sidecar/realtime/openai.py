@@ -169,25 +169,8 @@ class OpenAIRealtime:
     def session(
         self, caller: Caller, resolved: Resolved, grant: Grant | None, browser: WebSocket | None
     ) -> RealtimeSession:
-        gateway = self.gateway
         first = [{"type": "session.update", "session": grant.session}] if grant is not None and grant.session else []
-        session = RealtimeSession(
-            browser=browser,
-            model=resolved.model,
-            api_key=resolved.credential.value if resolved.credential else None,
-            credential_source=resolved.credential.source if resolved.credential else None,
-            caller=caller,
-            ledger=gateway.ledger,
-            budgets=gateway.budgets,
-            limits=gateway.limits,
-            proxy=gateway.settings.upstream_proxy,
-            metrics=gateway.metrics,
-            dialect=OpenAIDialect(),
-            first_events=first,
-        )
-        if gateway.connector is not None:
-            session.connector = gateway.connector
-        return session
+        return self.gateway.session(caller, resolved, browser, dialect=OpenAIDialect(), first_events=first)
 
     async def connect(self, websocket: WebSocket) -> None:
         offered = [p.strip() for p in (websocket.headers.get("sec-websocket-protocol") or "").split(",") if p.strip()]
@@ -200,16 +183,10 @@ class OpenAIRealtime:
         except SidecarError as exc:
             await deny(websocket, exc)
             return
-        gateway, identity = self.gateway, caller.identity
-        gateway.sessions[identity] = gateway.sessions.get(identity, 0) + 1
-        try:
+        async with self.gateway.counted(caller):
             await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-            log.info("realtime session (OpenAI shape) for %s on %s", identity, resolved.model.full_id)
+            log.info("realtime session (OpenAI shape) for %s on %s", caller.identity, resolved.model.full_id)
             await self.session(caller, resolved, grant, websocket).run()
-        finally:
-            gateway.sessions[identity] -= 1
-            if not gateway.sessions[identity]:
-                del gateway.sessions[identity]
 
     # ----- WebRTC call setup ------------------------------------------------------------------------------------
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -168,31 +169,43 @@ class RealtimeGateway:
         except SidecarError as exc:
             await deny(websocket, exc)
             return
-        identity = caller.identity
-        self.sessions[identity] = self.sessions.get(identity, 0) + 1
-        try:
+        async with self.counted(caller):
             await websocket.accept(subprotocol=REALTIME_SUBPROTOCOL if REALTIME_SUBPROTOCOL in offered else None)
             log.info(
                 "realtime session for %s on %s%s",
-                identity,
+                caller.identity,
                 resolved.model.full_id,
                 f" team={shown(team)}" if team else "",
             )
-            session = RealtimeSession(
-                browser=websocket,
-                model=resolved.model,
-                api_key=resolved.credential.value if resolved.credential else None,
-                credential_source=resolved.credential.source if resolved.credential else None,
-                caller=caller,
-                ledger=self.ledger,
-                budgets=self.budgets,
-                limits=self.limits,
-                proxy=self.settings.upstream_proxy,
-                metrics=self.metrics,
-            )
-            if self.connector is not None:
-                session.connector = self.connector
-            await session.run()
+            await self.session(caller, resolved, websocket).run()
+
+    def session(self, caller: Caller, resolved: Resolved, browser: WebSocket | None, **dialect: Any) -> RealtimeSession:
+        """A relay session of ``caller`` on ``resolved`` with the stored key; ``dialect``: the browser's dialect and
+        first events (``sidecar.realtime.openai``), the AI Gateway's by default."""
+        session = RealtimeSession(
+            browser=browser,
+            model=resolved.model,
+            api_key=resolved.credential.value if resolved.credential else None,
+            credential_source=resolved.credential.source if resolved.credential else None,
+            caller=caller,
+            ledger=self.ledger,
+            budgets=self.budgets,
+            limits=self.limits,
+            proxy=self.settings.upstream_proxy,
+            metrics=self.metrics,
+            **dialect,
+        )
+        if self.connector is not None:
+            session.connector = self.connector
+        return session
+
+    @contextlib.asynccontextmanager
+    async def counted(self, caller: Caller) -> AsyncIterator[None]:
+        """An open session of ``caller``, for ``max_sessions_per_bearer`` and the metrics."""
+        identity = caller.identity
+        self.sessions[identity] = self.sessions.get(identity, 0) + 1
+        try:
+            yield
         finally:
             self.sessions[identity] -= 1
             if not self.sessions[identity]:
