@@ -119,7 +119,7 @@ class Failover:
             base,
             model=self.model,
             api_key=credential.value if credential is not None else None,
-            hand_over=HAND_OVER_STATUSES if self.rotation.has_next else frozenset(),
+            hand_over_on=HAND_OVER_STATUSES if self.rotation.has_next else frozenset(),
         )
 
     async def hand_over(self, error: Exception, call: UpstreamCall) -> tuple[UpstreamCall, StreamFn] | None:

@@ -184,7 +184,7 @@ class GenerationService:
                 headers=headers,
                 max_retries=self.settings.max_retries,
                 on_retry=self.metrics.retry if self.metrics is not None else None,
-                hand_over=HAND_OVER_STATUSES if failover.rotation.has_next else frozenset(),
+                hand_over_on=HAND_OVER_STATUSES if failover.rotation.has_next else frozenset(),
             )
             timeouts = EventTimeouts.from_options(ingress.options)
             generation = Generation(

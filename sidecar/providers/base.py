@@ -141,7 +141,7 @@ class UpstreamCall:
     """Seconds to wait for the upstream response headers; the guard applies the event timeouts."""
     on_retry: Callable[[str, str], None] | None = None
     """Told ``(provider, reason)`` before each repeated call: ``"connect"`` or the status retried (``/metrics``)."""
-    hand_over: frozenset[int] = frozenset()
+    hand_over_on: frozenset[int] = frozenset()
     """Statuses raised at once instead of retried: another key (or model) takes the call over (``Generation``)."""
 
     def __repr__(self) -> str:  # never show the key, even in a traceback's locals
@@ -328,7 +328,7 @@ async def open_stream(
                 await response.aclose()
         if response.status_code not in _RETRY_STATUSES or attempt >= call.max_retries:
             raise error
-        if response.status_code in call.hand_over:
+        if response.status_code in call.hand_over_on:
             raise error
         if call.on_retry is not None:
             call.on_retry(call.model.provider, str(response.status_code))
