@@ -40,4 +40,4 @@ bench: install
 	$(PY) bench/run.py --targets direct,sidecar,omp $(ARGS)
 
 clean:
-	rm -rf $(VENV) tests/interop/node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) tests/interop/node_modules tests/ui/node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -41,6 +41,8 @@ class Admission:
         self._by_identity: dict[str, int] = {}
         self.in_flight = 0
         self.refused = 0
+        self.refused_by_status = {429: 0, 503: 0}
+        """The refusals split by the status they were answered with (``/ui``'s errors view without metrics)."""
 
     def limit_for(self, identity: str) -> int:
         return self._overrides.get(identity, self.per_workload)
@@ -50,6 +52,7 @@ class Admission:
         mine = self._by_identity.get(identity, 0)
         if mine >= self.limit_for(identity):
             self.refused += 1
+            self.refused_by_status[429] += 1
             raise TooManyStreams(
                 f"{identity} already has {mine} generations in flight, its limit; retry after one finishes (raise "
                 "[server] max_streams_per_workload or the workload's max_streams to allow more)",
@@ -57,6 +60,7 @@ class Admission:
             )
         if self.in_flight >= self.max_streams:
             self.refused += 1
+            self.refused_by_status[503] += 1
             raise Overloaded(
                 f"the sidecar is serving {self.in_flight} generations, its limit ([server] max_streams); retry shortly",
                 retry_after=RETRY_AFTER_SECONDS,

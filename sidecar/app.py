@@ -41,6 +41,8 @@ from .registry import ModelRegistry
 from .responses import PREFLIGHT_HEADERS, error_response, json_response
 from .serving import ClientGone, GenerationService
 from .stream import Outcome
+from .ui_api import ui_api_router
+from .ui_routes import ui_router
 from .upstream import Upstream
 
 log = logging.getLogger("sidecar")
@@ -227,11 +229,13 @@ def create_app(
         )
 
     app.include_router(gateway_router(auth, ledger, budgets, json_response))
+    app.include_router(ui_api_router(settings, auth, ledger, budgets, admission, metrics, json_response))
     app.include_router(credential_router(settings, credentials, auth, lambda: state["client"]))
     app.include_router(realtime_router(realtime, json_response))
     app.include_router(realtime_socket_router(realtime))
     app.include_router(openai_mint_router(openai_realtime))
     app.include_router(openai_browser_router(openai_realtime))
+    app.include_router(ui_router())  # GET /ui: the spend page's files; never on the public listener
     app.state.openai_realtime = openai_realtime
     app.state.realtime = realtime
     app.state.admission = admission

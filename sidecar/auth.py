@@ -91,6 +91,11 @@ class BearerAuth:
             tokens.append((workload_token(settings, workload), caller))
         return cls(tokens)
 
+    @property
+    def callers(self) -> list[Caller]:
+        """Every configured caller, the plain bearer first (for an admin's view on ``/ui``); never a token."""
+        return [caller for _, caller in self._tokens]
+
     def authenticate_request(self, headers: Mapping[str, str]) -> Caller:
         """The workload bearer wherever an SDK puts its key: ``Authorization: Bearer`` (OpenAI, the AI SDK, Anthropic's
         ``ANTHROPIC_AUTH_TOKEN``), ``x-api-key`` (Anthropic's ``ANTHROPIC_API_KEY``, Claude Code) or ``x-goog-api-key``

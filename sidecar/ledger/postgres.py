@@ -21,12 +21,15 @@ from .store import (
     INSERT_TAG,
     SCHEMA_VERSION,
     SELECT_GENERATION,
+    SELECT_IDENTITIES,
     SELECT_SPENT,
     STORED_COLUMNS,
+    GenerationsQuery,
     LedgerStore,
     ReportQuery,
     check_schema_version,
     column_types,
+    generations_sql,
     quote,
     record_from_row,
     report_rows,
@@ -141,10 +144,17 @@ class PostgresStore(LedgerStore):
         rows = await self._fetch(SELECT_SPENT, (identity, since_day))
         return float(rows[0][0])
 
-    async def report(self, identity: str, query: ReportQuery) -> list[dict[str, Any]]:
+    async def report(self, identity: str | None, query: ReportQuery) -> list[dict[str, Any]]:
         sql, params = report_sql(identity, query)
         rows = await self._fetch(sql, params)
-        return report_rows(query.key, [tuple(r) for r in rows])
+        return report_rows(query, [tuple(r) for r in rows])
+
+    async def generations(self, identity: str | None, query: GenerationsQuery) -> list[GenerationRecord]:
+        sql, params = generations_sql(identity, query)
+        return [record_from_row(tuple(row)) for row in await self._fetch(sql, params)]
+
+    async def identities(self) -> list[str]:
+        return [row[0] for row in await self._fetch(SELECT_IDENTITIES, ())]
 
 
 def _reason(exc: BaseException) -> str:

@@ -138,6 +138,12 @@ class GenerationRecord:
         return time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(self.created_at_ms // 1000))
 
     @property
+    def status(self) -> int:
+        """The HTTP status the generation ended with: the provider's error status, 499 for aborted, else 200 (as the
+        metrics label it, and as ``store.GROUP_COLUMNS["status"]`` computes it in SQL)."""
+        return self.error_status or (499 if self.finish_reason == "aborted" else 200)
+
+    @property
     def prompt_tokens(self) -> int:
         """All input tokens, cached ones included (the AI SDK's ``inputTokens.total``)."""
         return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens

@@ -18,7 +18,7 @@ from typing import Any
 from sidecar.errors import LedgerUnavailable
 
 from .record import GenerationRecord
-from .store import LedgerStore, ReportQuery
+from .store import GenerationsQuery, LedgerStore, ReportQuery
 
 log = logging.getLogger("sidecar.ledger")
 
@@ -125,9 +125,18 @@ class Ledger:
         committed_since = _since(self._committed, identity, since_day) - committed_then
         return stored + committed_since + _since(self._unwritten, identity, since_day)
 
-    async def report(self, identity: str, query: ReportQuery) -> list[dict[str, Any]]:
+    async def report(self, identity: str | None, query: ReportQuery) -> list[dict[str, Any]]:
+        """``identity=None``: every identity's rows (an admin's view on ``/ui``)."""
         await self.flush()  # the report groups in SQL, so it must see this sidecar's unwritten rows there
         return await self.store.report(identity, query)
+
+    async def generations(self, identity: str | None, query: GenerationsQuery) -> list[GenerationRecord]:
+        await self.flush()  # pages are read in SQL too
+        return await self.store.generations(identity, query)
+
+    async def identities(self) -> list[str]:
+        await self.flush()
+        return await self.store.identities()
 
     # ----- writing ----------------------------------------------------------------------------------------------
 

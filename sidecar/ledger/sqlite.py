@@ -26,11 +26,14 @@ from .store import (
     INSERT_GENERATION,
     SCHEMA_VERSION,
     SELECT_GENERATION,
+    SELECT_IDENTITIES,
     SELECT_SPENT,
+    GenerationsQuery,
     LedgerStore,
     ReportQuery,
     add_spend,
     check_schema_version,
+    generations_sql,
     record_from_row,
     report_rows,
     report_sql,
@@ -133,6 +136,13 @@ class SQLiteStore(LedgerStore):
         rows = await self._fetch(SELECT_SPENT, (identity, since_day))
         return float(rows[0][0])
 
-    async def report(self, identity: str, query: ReportQuery) -> list[dict[str, Any]]:
+    async def report(self, identity: str | None, query: ReportQuery) -> list[dict[str, Any]]:
         sql, params = report_sql(identity, query)
-        return report_rows(query.key, await self._fetch(sql, params))
+        return report_rows(query, await self._fetch(sql, params))
+
+    async def generations(self, identity: str | None, query: GenerationsQuery) -> list[GenerationRecord]:
+        sql, params = generations_sql(identity, query)
+        return [record_from_row(row) for row in await self._fetch(sql, params)]
+
+    async def identities(self) -> list[str]:
+        return [row[0] for row in await self._fetch(SELECT_IDENTITIES, ())]

@@ -83,12 +83,14 @@ def credits_view(credits: Credits) -> dict[str, str]:
     return {"balance": balance, "total_used": usd(credits.used)}
 
 
-def parse_generation_id(params: Mapping[str, str]) -> str:
-    generation_id = params.get("id", "").strip()
+def parse_generation_id(params: Mapping[str, str], name: str = "id") -> str:
+    generation_id = params.get(name, "").strip()
     if not generation_id:
-        raise BadRequest("Missing query parameter `id` (a generation id such as gen_01J…, from x-generation-id)")
+        raise BadRequest(f"Missing query parameter `{name}` (a generation id such as gen_01J…, from x-generation-id)")
     if not _GENERATION_ID.match(generation_id):
-        raise BadRequest(f"`id` must be a generation id: gen_ followed by a 26-character ULID, got {generation_id!r}")
+        raise BadRequest(
+            f"`{name}` must be a generation id: gen_ followed by a 26-character ULID, got {generation_id!r}"
+        )
     return generation_id
 
 
