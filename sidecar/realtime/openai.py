@@ -32,7 +32,6 @@ from ulid import ULID
 from sidecar.auth import Caller
 from sidecar.errors import (
     BadRequest,
-    Forbidden,
     InvalidToken,
     PayloadTooLarge,
     SidecarError,
@@ -50,7 +49,7 @@ from sidecar.upstream import Upstream
 from .dialects import OpenAIDialect
 from .routes import MAX_BODY_BYTES, RealtimeGateway
 from .session import RealtimeSession
-from .tokens import Grant, mint_token, token_hash
+from .tokens import Grant, mint_token
 
 log = logging.getLogger("sidecar.realtime")
 
@@ -142,13 +141,7 @@ class OpenAIRealtime:
             )
         grant: Grant | None = None
         if token.startswith(SECRET_PREFIX):
-            grant = await gateway.tokens.consume(token_hash(token))  # one attempt per secret, whatever follows
-            if grant is None or grant.route_kind != ROUTE_KIND:
-                raise InvalidToken("The client secret is unknown, expired or already used: mint a new one")
-            resolved = gateway.resolve(model_id or grant.model, "model")
-            if resolved.model.full_id != grant.model:
-                raise Forbidden(f"The client secret was minted for {grant.model}, not {resolved.model.full_id}")
-            caller = Caller(grant.identity, grant.budget_usd)
+            caller, resolved, grant = await gateway.redeem(token, model_id, "model", ROUTE_KIND)
         else:
             try:
                 caller = gateway.auth.authenticate(f"Bearer {token}")
@@ -157,13 +150,7 @@ class OpenAIRealtime:
             if not model_id:
                 raise BadRequest("Missing query parameter model (e.g. ?model=gpt-realtime)")
             resolved = gateway.resolve(model_id, "model")
-        if gateway.sessions.get(caller.identity, 0) >= gateway.limits.max_sessions_per_bearer:
-            raise TooManySessions(
-                f"{caller.identity} already has {gateway.limits.max_sessions_per_bearer} realtime sessions open "
-                "(raise [realtime] max_sessions_per_bearer)"
-            )
-        gateway.policy.check_model(caller, resolved.model)
-        await gateway.budgets.check(caller, resolved.model)
+        await gateway.may_open(caller, resolved)
         return caller, resolved, grant
 
     def session(

@@ -221,28 +221,40 @@ class RealtimeGateway:
         if not model_id:
             raise BadRequest("Missing query parameter ai-model-id (e.g. ?ai-model-id=openai%2Fgpt-realtime)")
         if token.startswith(TOKEN_PREFIX):
-            # Consumed first, whatever happens next: a token is good for one upgrade attempt.
-            grant = await self.tokens.consume(token_hash(token))
-            if grant is None:
-                raise InvalidToken("The client secret is unknown, expired or already used: mint a new one")
-            resolved = self.resolve(model_id, "ai-model-id")
-            if resolved.model.full_id != grant.model:
-                raise Forbidden(f"The client secret was minted for {grant.model}, not {resolved.model.full_id}")
-            caller = Caller(grant.identity, grant.budget_usd)
+            caller, resolved, _ = await self.redeem(token, model_id, "ai-model-id", "realtime")
         else:
             try:
                 caller = self.auth.authenticate(f"Bearer {token}")
             except Unauthorized:
                 raise InvalidToken("Invalid client secret or bearer token") from None
             resolved = self.resolve(model_id, "ai-model-id")
+        await self.may_open(caller, resolved)
+        return caller, resolved
+
+    async def redeem(
+        self, token: str, model_id: str | None, where: str, route_kind: str
+    ) -> tuple[Caller, Resolved, Grant]:
+        """A client secret, consumed first whatever follows (good for one attempt): the minting caller, the model it
+        is bound to (``model_id`` must be that one, if given) and the grant. ``route_kind``: the contract it was
+        minted for (``realtime``: the AI Gateway's ``vcst_``; OpenAI's ``ek_`` have their own)."""
+        grant = await self.tokens.consume(token_hash(token))
+        if grant is None or grant.route_kind != route_kind:
+            raise InvalidToken("The client secret is unknown, expired or already used: mint a new one")
+        resolved = self.resolve(model_id or grant.model, where)
+        if resolved.model.full_id != grant.model:
+            raise Forbidden(f"The client secret was minted for {grant.model}, not {resolved.model.full_id}")
+        return Caller(grant.identity, grant.budget_usd), resolved, grant
+
+    async def may_open(self, caller: Caller, resolved: Resolved) -> None:
+        """The checks of every session before its upstream connection: the caller's open sessions, its allowed
+        models (a bearer may open a socket without a mint) and its budget."""
         if self.sessions.get(caller.identity, 0) >= self.limits.max_sessions_per_bearer:
             raise TooManySessions(
                 f"{caller.identity} already has {self.limits.max_sessions_per_bearer} realtime sessions open "
                 "(raise [realtime] max_sessions_per_bearer)"
             )
-        self.policy.check_model(caller, resolved.model)  # the bearer itself may open a socket, without a mint
+        self.policy.check_model(caller, resolved.model)
         await self.budgets.check(caller, resolved.model)
-        return caller, resolved
 
 
 async def deny(websocket: WebSocket, exc: SidecarError) -> None:
