@@ -43,6 +43,7 @@ from sidecar.errors import (
 )
 from sidecar.ingress.common import openai_error_body
 from sidecar.registry import Resolved
+from sidecar.request import json_object
 from sidecar.responses import CORS_HEADERS, json_response
 from sidecar.upstream import Upstream
 
@@ -81,12 +82,8 @@ class OpenAIRealtime:
     # ----- mint -------------------------------------------------------------------------------------------------
 
     async def mint(self, caller: Caller, body: bytes) -> dict[str, Any]:
-        try:
-            data = orjson.loads(body or b"{}")
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"Invalid JSON body: {exc}") from None
-        if not isinstance(data, dict):
-            raise BadRequest('Invalid JSON body: expected {"session": {"type": "realtime", "model": "gpt-realtime"}}')
+        example = '{"session": {"type": "realtime", "model": "gpt-realtime"}}'
+        data = json_object(body or b"{}", self.gateway.settings.limits, example)
         ttl = self._ttl(data.get("expires_after"))
         session = data.get("session") or {}
         if not isinstance(session, dict):

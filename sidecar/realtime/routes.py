@@ -44,6 +44,7 @@ from sidecar.ledger.service import Ledger
 from sidecar.metrics import Metrics
 from sidecar.policy import Policy, unrestricted
 from sidecar.registry import ModelRegistry, Resolved
+from sidecar.request import json_object
 
 from .session import RealtimeSession
 from .tokens import TOKEN_PREFIX, Grant, TokenStore, mint_token, token_hash
@@ -101,12 +102,8 @@ class RealtimeGateway:
     # ----- mint -------------------------------------------------------------------------------------------------
 
     async def mint(self, caller: Caller, body: bytes) -> dict[str, Any]:
-        try:
-            data = orjson.loads(body or b"{}")
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"Invalid JSON body: {exc}") from None
-        if not isinstance(data, dict):
-            raise BadRequest('Invalid JSON body: expected {"model": "openai/gpt-realtime", "expiresIn"?: seconds}')
+        example = '{"model": "openai/gpt-realtime", "expiresIn"?: seconds}'
+        data = json_object(body or b"{}", self.settings.limits, example)
         model_id = data.get("model")
         if not isinstance(model_id, str) or not model_id:
             raise BadRequest('`model` is required: a realtime model id such as "openai/gpt-realtime"')

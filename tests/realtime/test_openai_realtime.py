@@ -32,6 +32,9 @@ SESSION = {
     "instructions": "Answer in one sentence.",
     "audio": {"output": {"voice": "marin"}},
 }
+DEEP: Any = {}
+for _ in range(70):
+    DEEP = {"x": DEEP}
 OFFER = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
 
 
@@ -115,6 +118,7 @@ def test_the_mint_answers_in_openais_shape(sidecar: RunningSidecar) -> None:
         ({"session": {"type": "realtime", "model": "gpt-4o"}}, 400, "is not a realtime model"),
         ({"session": {"type": "realtime", "model": "nope-realtime"}}, 404, "Unknown realtime model"),
         ({"session": "x"}, 400, "`session` must be an object"),
+        ({"session": {"type": "realtime", "tools": DEEP}}, 400, "deeper than 64 levels"),  # every body's bound
     ],
 )
 def test_a_bad_mint_is_openais_error(sidecar: RunningSidecar, body: dict[str, Any], status: int, says: str) -> None:
