@@ -7,7 +7,7 @@ caller's identity: another bearer's generation id is ``not_found``, exactly like
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -31,6 +31,16 @@ def authenticate_gateway(auth: BearerAuth, request: Request) -> Caller:
         ) from None
 
 
+async def generation_lookup(ledger: Ledger, identity: str, params: Mapping[str, str]) -> dict[str, object]:
+    """``{"data": <generation view>}`` of the ``id`` in ``params`` among ``identity``'s generations; ``NotFound``
+    otherwise (another identity's id is not found, exactly like one that never existed)."""
+    generation_id = parse_generation_id(params)
+    record = await ledger.get(identity, generation_id)
+    if record is None:
+        raise NotFound(f"Generation {generation_id} not found")
+    return {"data": generation_view(record)}
+
+
 def gateway_router(
     auth: BearerAuth, ledger: Ledger, budgets: Budgets, respond: Callable[[object], Response]
 ) -> APIRouter:
@@ -42,11 +52,7 @@ def gateway_router(
     @router.get("/v1/generation")
     async def generation(request: Request) -> Response:
         caller = authenticate(request)
-        generation_id = parse_generation_id(request.query_params)
-        record = await ledger.get(caller.identity, generation_id)
-        if record is None:
-            raise NotFound(f"Generation {generation_id} not found")
-        return respond({"data": generation_view(record)})
+        return respond(await generation_lookup(ledger, caller.identity, request.query_params))
 
     @router.get("/v1/credits")
     async def credits(request: Request) -> Response:

@@ -24,13 +24,13 @@ from fastapi.responses import Response
 from .admission import Admission
 from .auth import BearerAuth, Caller
 from .config import Settings
-from .errors import BadRequest, Forbidden, NotFound
-from .gateway_routes import authenticate_gateway
+from .errors import BadRequest, Forbidden
+from .gateway_routes import authenticate_gateway, generation_lookup
 from .ledger.budget import Budgets, period_end
 from .ledger.record import GenerationRecord
 from .ledger.service import Ledger
 from .ledger.store import REPORT_SUMS, GenerationsQuery, ReportQuery
-from .ledger.views import FINISH_REASONS, generation_view, parse_generation_id, parse_report_query
+from .ledger.views import FINISH_REASONS, parse_generation_id, parse_report_query
 from .metrics import Metrics
 
 USAGE_KEYS = ("model", "workload", "user", "tag", "provider")
@@ -188,11 +188,7 @@ def ui_api_router(
         names its identity, as the generations table gives it)."""
         caller = authenticate(request)
         identity = scope_of(caller, request.query_params) or caller.identity
-        generation_id = parse_generation_id(request.query_params)
-        record = await ledger.get(identity, generation_id)
-        if record is None:
-            raise NotFound(f"Generation {generation_id} not found")
-        return respond({"data": generation_view(record)})
+        return respond(await generation_lookup(ledger, identity, request.query_params))
 
     @router.get("/ui/api/errors")
     async def errors(request: Request) -> Response:

@@ -203,6 +203,16 @@ class ReportQuery:
         return "hour" if self.group_by == "day" and self.date_part == "hour" else self.group_by
 
 
+def _model_and_provider(where: list[str], params: list[Any], model: str | None, provider: str | None) -> None:
+    """The model and provider filters the report and the generations list share."""
+    if model is not None:
+        where.append(MODEL_MATCHES)
+        params.extend((model, model))
+    if provider is not None:
+        where.append("g.provider = ?")
+        params.append(provider)
+
+
 def report_sql(identity: str | None, query: ReportQuery) -> tuple[str, list[Any]]:
     """The report's one SQL statement: ``/v1/report`` and the ``/ui`` data both run it. ``identity=None``: every
     identity's rows (an admin's view on ``/ui``; ``/v1/report`` always passes the caller's)."""
@@ -217,12 +227,7 @@ def report_sql(identity: str | None, query: ReportQuery) -> tuple[str, list[Any]
     if query.user is not None:
         where.append('g."user" = ?')
         params.append(query.user)
-    if query.model is not None:
-        where.append(MODEL_MATCHES)
-        params.extend((query.model, query.model))
-    if query.provider is not None:
-        where.append("g.provider = ?")
-        params.append(query.provider)
+    _model_and_provider(where, params, query.model, query.provider)
     if query.credential_type is not None:
         where.append("g.credential_type = ?")
         params.append(query.credential_type)
@@ -303,12 +308,7 @@ def generations_sql(identity: str | None, query: GenerationsQuery) -> tuple[str,
         scope = " AND identity = ?" if identity is not None else ""
         where.append(f"(g.created_at_ms, g.id) < (SELECT created_at_ms, id FROM generations WHERE id = ?{scope})")
         params.extend((query.before, identity) if identity is not None else (query.before,))
-    if query.model is not None:
-        where.append(MODEL_MATCHES)
-        params.extend((query.model, query.model))
-    if query.provider is not None:
-        where.append("g.provider = ?")
-        params.append(query.provider)
+    _model_and_provider(where, params, query.model, query.provider)
     if query.failed is not None:
         where.append(f"g.finish_reason {'IN' if query.failed else 'NOT IN'} {FAILED_REASONS}")
     condition = f" WHERE {' AND '.join(where)}" if where else ""
