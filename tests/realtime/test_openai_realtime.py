@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,9 @@ from websockets.sync.client import ClientConnection, connect
 
 from tests.fakecalls import ANSWER_SDP, CALL_ID, FakeCalls
 from tests.fakerealtime import GA_TEXT_TURN, FakeRealtime, fixture_lines
-from tests.realtime.test_relay import CONFIG, FIXTURE_COST, start
+from tests.realtime.test_relay import CONFIG, FIXTURE_COST, realtime_upstream, sidecar
+
+__all__ = ["realtime_upstream", "sidecar"]  # the relay tests' fixtures: a FakeRealtime and a sidecar on it
 from tests.sidecar_server import OPENAI_CANARY, TOKEN, RunningSidecar, run_sidecar, sidecar_environ, write_config
 
 HEADERS = {"authorization": f"Bearer {TOKEN}"}
@@ -36,18 +37,6 @@ DEEP: Any = {}
 for _ in range(70):
     DEEP = {"x": DEEP}
 OFFER = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
-
-
-@pytest.fixture
-def realtime_upstream() -> Iterator[FakeRealtime]:
-    with FakeRealtime() as up:
-        yield up
-
-
-@pytest.fixture
-def sidecar(realtime_upstream: FakeRealtime, tmp_path: Path) -> Iterator[RunningSidecar]:
-    with start(realtime_upstream, tmp_path) as running:
-        yield running
 
 
 def mint(
