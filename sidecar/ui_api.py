@@ -160,9 +160,12 @@ def ui_api_router(
         identity = scope_of(caller, params)
         query = range_query(params, split_by=(key,))
         rows = await ledger.report(identity, query)
-        # The totals are /v1/report's day rows added up, without the tag join: equal to what /v1/report says for
-        # the same caller and range, and a generation with several tags counts once.
-        totals = add_up(await ledger.report(identity, replace(query, split_by=(), date_part="day")))
+        if key == "tag":
+            # A generation with several tags is in several rows: the totals are /v1/report's day rows added up,
+            # without the tag join, so it counts once, as /v1/report counts it.
+            totals = add_up(await ledger.report(identity, replace(query, split_by=(), date_part="day")))
+        else:  # every other key puts each generation in exactly one row: the rows are the totals, no second query
+            totals = add_up(rows)
         body: dict[str, Any] = {
             "rows": [{"period": row[query.key], "key": row[key], **sums_of(row)} for row in rows],
             "totals": totals,
