@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import secrets
 import statistics
@@ -230,6 +231,66 @@ def run_backend(name: str, ledger_toml: str, workdir: Path, repeat: int) -> list
     return results
 
 
+def _backend_cpu(pid: int) -> float:
+    """Seconds of CPU a PostgreSQL backend process used (utime + stime in /proc, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def write_cost_once(
+    backend: str, rows: list[GenerationRecord], summed: bool, admin_url: str
+) -> tuple[float, float]:
+    """CPU per row written (this process, the aiosqlite thread included; and the PostgreSQL backend), with the report
+    tables kept or without them (their trigger dropped: what a version 1 ledger cost)."""
+    with tempfile.TemporaryDirectory(prefix="ledger-write-") as tmp:
+        name = await create_database(admin_url) if backend == "postgres" else ""
+        store: LedgerStore
+        if backend == "postgres":
+            store = PostgresStore(admin_url.rsplit("/", 1)[0] + f"/{name}", min_size=1, max_size=1)
+        else:
+            store = SQLiteStore(Path(tmp) / "ledger.db")
+        await store.open()
+        try:
+            pid = 0
+            if isinstance(store, PostgresStore):
+                async with store._get_pool().acquire() as conn:
+                    pid = await conn.fetchval("SELECT pg_backend_pid()")
+                    if not summed:
+                        await conn.execute("DROP TRIGGER ledger_report_rollup ON generations")
+            elif not summed:
+                await store._conn().execute("DROP TRIGGER ledger_report_rollup")
+            before, server_before = time.process_time(), _backend_cpu(pid) if pid else 0.0
+            for n in range(0, len(rows), 256):  # the writer's batch size
+                await store.write(rows[n : n + 256])
+            own, server = time.process_time() - before, (_backend_cpu(pid) - server_before) if pid else 0.0
+        finally:
+            await store.close()
+            if name:
+                await drop_database(admin_url, name)
+    return own / len(rows) * 1e6, server / len(rows) * 1e6
+
+
+def write_cost(backends: list[str], count: int, admin_url: str) -> None:
+    """What keeping the report tables costs each write: ``count`` rows in time order (as a sidecar writes them),
+    3 rounds alternating with and without the tables; medians of CPU µs per row."""
+    rows = sorted(seed_rows(count, random.Random(7)), key=lambda r: r.created_at_ms)
+    for backend in backends:
+        figures: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+        for _ in range(3):
+            for summed in (False, True):
+                figures[summed].append(asyncio.run(write_cost_once(backend, rows, summed, admin_url)))
+        for summed, runs in figures.items():
+            own = statistics.median(r[0] for r in runs)
+            server = statistics.median(r[1] for r in runs)
+            where = f", PostgreSQL backend {server:.1f}" if backend == "postgres" else ""
+            print(
+                f"  write {backend:8} {'with' if summed else 'without':7} the report tables: {own:.1f} µs CPU per row"
+                f" in the sidecar{where}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
 async def create_database(admin_url: str) -> str:
     name = f"ledger_bench_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(admin_url)
@@ -277,8 +338,16 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--pg-admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--json", type=Path, help="also write every figure as JSON")
+    parser.add_argument(
+        "--write-rows",
+        type=int,
+        default=40_000,
+        help="rows per write-cost run, with and without the report tables (0: skip; default 40,000)",
+    )
     args = parser.parse_args()
     backends = args.backends.split(",")
+    if args.write_rows:
+        write_cost(backends, args.write_rows, args.pg_admin_url)
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp:
         workdir = Path(tmp)

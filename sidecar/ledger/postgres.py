@@ -2,7 +2,8 @@
 
 A batch is one transaction: a single ``INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING RETURNING`` (one round
 trip whatever the batch size), then the tags and the spend_daily upsert for the rows that were really inserted, so
-a batch retried after an unacknowledged commit is not counted twice against a budget.
+a batch retried after an unacknowledged commit is not counted twice against a budget. The pre-summed report tables
+follow from a statement trigger over the same inserted rows (``rollup.POSTGRES_TRIGGER``).
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ import asyncpg
 
 from sidecar.errors import LedgerUnavailable
 
+from . import rollup
 from .record import GenerationRecord
 from .store import (
     ADD_SPEND,
     INSERT_TAG,
-    SCHEMA_VERSION,
+    NEW_SCHEMA_VERSION,
     SELECT_GENERATION,
     SELECT_IDENTITIES,
+    SELECT_SCHEMA_VERSION,
     SELECT_SPENT,
+    SET_META,
     STORED_COLUMNS,
     GenerationsQuery,
     LedgerStore,
@@ -41,6 +45,7 @@ from .store import (
 )
 
 _SCHEMA_LOCK = 0x70695F6C6564  # pg_advisory_xact_lock key: serialises schema creation across sidecars starting at once
+_FILL_LOCK = _SCHEMA_LOCK + 1  # and the filling of the report tables (fill_summaries), apart from start-ups
 _ARRAY_TYPES = {"TEXT": "text", "BIGINT": "int8", "INTEGER": "int4", "DOUBLE": "float8", "BOOLEAN": "bool"}
 
 
@@ -89,12 +94,12 @@ class PostgresStore(LedgerStore):
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
                 for statement in schema(real="DOUBLE PRECISION", boolean="BOOLEAN"):
                     await conn.execute(statement)
-                found = await conn.fetchval("SELECT value FROM ledger_meta WHERE key = 'schema_version'")
-                if found is None:
-                    await conn.execute(
-                        "INSERT INTO ledger_meta (key, value) VALUES ('schema_version', $1)", str(SCHEMA_VERSION)
-                    )
-            check_schema_version(found, self.description)
+                found = await conn.fetchval(SELECT_SCHEMA_VERSION)
+                if not check_schema_version(found, self.description):
+                    self.presummed = True
+                elif not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM generations)"):
+                    await _add_summaries(conn)  # a new ledger: nothing to sum, at once
+                    self.presummed = True
         except _DB_ERRORS as exc:
             await pool.close()
             raise LedgerUnavailable(f"cannot initialise the ledger ({self.description}): {_reason(exc)}") from None
@@ -102,6 +107,19 @@ class PostgresStore(LedgerStore):
             await pool.close()
             raise
         self._pool = pool
+
+    async def fill_summaries(self) -> None:
+        if self.presummed:
+            return
+        try:
+            async with self._get_pool().acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _FILL_LOCK)  # one sidecar fills; others wait
+                found = await conn.fetchval(SELECT_SCHEMA_VERSION)
+                if check_schema_version(found, self.description):
+                    await _add_summaries(conn)
+        except _DB_ERRORS as exc:
+            raise LedgerUnavailable(f"filling the report tables failed ({self.description}): {_reason(exc)}") from None
+        self.presummed = True
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -123,7 +141,8 @@ class PostgresStore(LedgerStore):
                 tag_rows = [(r.id, tag) for r in inserted for tag in r.tags]
                 if tag_rows:
                     await conn.executemany(to_numbered(INSERT_TAG), tag_rows)
-                spend = [(ident, day, cost, n) for (ident, day), (cost, n) in spend_by_day(inserted).items()]
+                # In key order, as the report tables' trigger upserts: two sidecars' batches never deadlock.
+                spend = [(ident, day, cost, n) for (ident, day), (cost, n) in sorted(spend_by_day(inserted).items())]
                 if spend:
                     await conn.executemany(to_numbered(ADD_SPEND), spend)
         except _DB_ERRORS as exc:
@@ -145,7 +164,7 @@ class PostgresStore(LedgerStore):
         return float(rows[0][0])
 
     async def report(self, identity: str | None, query: ReportQuery) -> list[dict[str, Any]]:
-        sql, params = report_sql(identity, query)
+        sql, params = report_sql(identity, query, presummed=self.presummed)
         rows = await self._fetch(sql, params)
         return report_rows(query, [tuple(r) for r in rows])
 
@@ -155,6 +174,19 @@ class PostgresStore(LedgerStore):
 
     async def identities(self) -> list[str]:
         return [row[0] for row in await self._fetch(SELECT_IDENTITIES, ())]
+
+
+async def _add_summaries(conn: asyncpg.Connection) -> None:
+    """To ``SCHEMA_VERSION`` in the caller's transaction: the pre-summed report tables' trigger, then the tables
+    filled from the generations. Creating the trigger locks ``generations`` against writes until the commit, so no
+    row is written between the two (other sidecars' batches wait meanwhile)."""
+    for statement in rollup.POSTGRES_TRIGGER:
+        await conn.execute(statement)
+    for table in rollup.TABLES:
+        await conn.execute(f"DELETE FROM {table.name}")
+    for statement in rollup.POSTGRES_BACKFILL:
+        await conn.execute(statement)
+    await conn.execute(to_numbered(SET_META), *NEW_SCHEMA_VERSION)
 
 
 def _reason(exc: BaseException) -> str:

@@ -56,6 +56,7 @@ class Ledger:
         self._wake = asyncio.Event()
         self._write_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._fill: asyncio.Task[None] | None = None
         self._stopping = False
         self.written = 0
         self.dropped = 0
@@ -71,10 +72,26 @@ class Ledger:
         await self.store.open()
         self._task = asyncio.create_task(self._run(), name="ledger-writer")
         log.info("ledger: %s", self.store.description)
+        if not self.store.presummed:
+            self._fill = asyncio.create_task(self._fill_summaries(), name="ledger-fill-summaries")
+
+    async def _fill_summaries(self) -> None:
+        """A ledger an older sidecar wrote: its generations are summed into the report tables in the background."""
+        log.info("ledger: summing the stored generations into the report tables; reports are slower until then")
+        started = time.monotonic()
+        try:
+            await self.store.fill_summaries()
+        except LedgerUnavailable as exc:  # reports keep reading the generations; the next start tries again
+            log.error("ledger: the report tables were not filled: %s", exc)
+            return
+        log.info("ledger: the report tables are filled (%.1f s)", time.monotonic() - started)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Write what is pending (retrying for up to ``grace`` seconds), then close the store."""
         self._stopping = True
+        if self._fill is not None:  # its transaction rolls back; the next start goes on from there
+            self._fill.cancel()
+            await asyncio.gather(self._fill, return_exceptions=True)
         self._wake.set()
         if self._task is not None:
             try:

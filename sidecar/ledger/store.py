@@ -11,6 +11,8 @@ Tables:
     generation_tags  (generation_id, tag): one row per tag, for the report's tag grouping and filter
     spend_daily      (identity, day) → cost and request count, kept in the same transaction as the inserts, so a
                      budget check reads at most a few hundred small rows instead of scanning generations
+    report_*         the report's sums per day, hour and tag, kept by a trigger (``rollup``), so a report adds up
+                     pre-summed rows instead of every generation in its range
 
 A batch retried after a commit whose acknowledgement was lost must not count its rows twice: the tags and the spend
 follow only the rows an insert really added (SQLite: a trigger on the connection; PostgreSQL: ``RETURNING``).
@@ -28,9 +30,11 @@ import orjson
 
 from sidecar.errors import LedgerUnavailable
 
+from . import rollup
 from .record import GenerationRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = rollup.ROLLUP_VERSION
+"""1: generations, generation_tags, spend_daily. 2: the pre-summed report tables (``rollup``)."""
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(GenerationRecord))
 # Columns that are not plain record fields in the table: tags are stored as a JSON array, day/hour are derived.
@@ -100,6 +104,7 @@ def schema(real: str, boolean: str) -> list[str]:
         "CREATE INDEX IF NOT EXISTS generation_tags_tag ON generation_tags (tag)",
         f"CREATE TABLE IF NOT EXISTS spend_daily (identity TEXT NOT NULL, day TEXT NOT NULL, cost {real} NOT NULL, "
         "requests BIGINT NOT NULL, PRIMARY KEY (identity, day))",
+        *rollup.create_tables(real),
     ]
 
 
@@ -179,6 +184,12 @@ REPORT_SUMS = {
 }
 
 
+SUMMED_GROUP_COLUMNS = {**GROUP_COLUMNS, "tag": f"NULLIF(g.tag, '{rollup.UNTAGGED}')", "status": "g.status"}
+"""The group keys in the pre-summed tables (``rollup``): the tag '' is an untagged generation's row."""
+SUMMED_SUMS = {**REPORT_SUMS, "request_count": "SUM(g.requests)"}
+"""The same sums over pre-summed rows: the token and cost columns have the same names; a row counts ``requests``."""
+
+
 @dataclass(frozen=True, slots=True)
 class ReportQuery:
     """A validated ``GET /v1/report`` (see ``views.parse_report_query``); dates are inclusive UTC days."""
@@ -213,12 +224,36 @@ def _model_and_provider(where: list[str], params: list[Any], model: str | None, 
         params.append(provider)
 
 
-def report_sql(identity: str | None, query: ReportQuery) -> tuple[str, list[Any]]:
+def summed_table(query: ReportQuery) -> rollup.Table | None:
+    """The pre-summed table that answers ``query`` exactly, or None when only the generations can.
+
+    None for the end user (not a column of those tables: ``rollup``), and where a generation's tags must be seen
+    together: a filter on several tags counts a generation with two of them once, and a tag report filtered by a tag
+    shows the other tags of the generations that have it. No hourly tag table: an hourly tag report reads the
+    generations (the tag rows per hour are nearly as many as the generations)."""
+    keys = {query.key, *query.split_by}
+    if query.user is not None or "user" in keys:
+        return None
+    tagged = "tag" in keys
+    if query.tags:
+        if len(query.tags) > 1 or tagged:
+            return None
+        tagged = True
+    if "hour" in keys:
+        return None if tagged else rollup.HOURS
+    return rollup.DAY_TAGS if tagged else rollup.DAYS
+
+
+def report_sql(identity: str | None, query: ReportQuery, *, presummed: bool = True) -> tuple[str, list[Any]]:
     """The report's one SQL statement: ``/v1/report`` and the ``/ui`` data both run it. ``identity=None``: every
-    identity's rows (an admin's view on ``/ui``; ``/v1/report`` always passes the caller's)."""
+    identity's rows (an admin's view on ``/ui``; ``/v1/report`` always passes the caller's). It reads a pre-summed
+    table where one answers the query (``summed_table``), else the generations; ``presummed=False`` always reads the
+    generations (the tests compare the two)."""
+    table = summed_table(query) if presummed else None
+    group_columns, sums_of = (GROUP_COLUMNS, REPORT_SUMS) if table is None else (SUMMED_GROUP_COLUMNS, SUMMED_SUMS)
     key = query.key
-    column = GROUP_COLUMNS[key]
-    splits = [GROUP_COLUMNS[name] for name in query.split_by]
+    column = group_columns[key]
+    splits = [group_columns[name] for name in query.split_by]
     params: list[Any] = [query.start_day, query.end_day]
     where = ["g.day >= ?", "g.day <= ?"]
     if identity is not None:
@@ -233,23 +268,30 @@ def report_sql(identity: str | None, query: ReportQuery) -> tuple[str, list[Any]
         params.append(query.credential_type)
     if query.tags:
         marks = ", ".join("?" for _ in query.tags)
-        where.append(f"EXISTS (SELECT 1 FROM generation_tags x WHERE x.generation_id = g.id AND x.tag IN ({marks}))")
+        if table is None:
+            where.append(
+                f"EXISTS (SELECT 1 FROM generation_tags x WHERE x.generation_id = g.id AND x.tag IN ({marks}))"
+            )
+        else:
+            where.append(f"g.tag IN ({marks})")  # one tag (summed_table): each generation is one row of it
         params.extend(query.tags)
     if query.errors_only:
-        where.append(f"g.finish_reason IN {FAILED_REASONS}")
-    if key == "tag":
-        join = " JOIN generation_tags t ON t.generation_id = g.id"
+        where.append(f"g.finish_reason IN {FAILED_REASONS}" if table is None else "g.failed = 1")
+    source = "generations g" if table is None else f"{table.name} g"
+    if table is not None:
+        if key == "tag":  # a tag report has a row per tag; untagged generations have none
+            where.append(f"g.tag <> '{rollup.UNTAGGED}'")
+    elif key == "tag":
+        source += " JOIN generation_tags t ON t.generation_id = g.id"
     elif "tag" in query.split_by:  # an untagged generation is a row of its own, with a null tag
-        join = " LEFT JOIN generation_tags t ON t.generation_id = g.id"
-    else:
-        join = ""
-    sums = ", ".join(f"{expr} AS {name}" for name, expr in REPORT_SUMS.items())
+        source += " LEFT JOIN generation_tags t ON t.generation_id = g.id"
+    sums = ", ".join(f"{expr} AS {name}" for name, expr in sums_of.items())
     extra_day = ", MIN(g.day) AS day" if key == "hour" else ""
     split_columns = "".join(f", {c} AS split_{n}" for n, c in enumerate(splits))
     groups = ", ".join([column, *splits])
     order = ", ".join([column, *(f"{c} NULLS FIRST" for c in splits)])
     sql = (
-        f"SELECT {column} AS group_key{split_columns}{extra_day}, {sums} FROM generations g{join} "
+        f"SELECT {column} AS group_key{split_columns}{extra_day}, {sums} FROM {source} "
         f"WHERE {' AND '.join(where)} GROUP BY {groups} ORDER BY {order}"
     )
     return sql, params
@@ -329,8 +371,18 @@ class LedgerStore(abc.ABC):
     description: str
     """For logs: the kind and location, never a password."""
 
+    presummed = False
+    """Reports read the pre-summed tables where they can (``report_sql``): set by ``open`` on a ledger whose tables
+    are complete, by ``fill_summaries`` on one whose tables an older sidecar never kept."""
+
     @abc.abstractmethod
     async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def fill_summaries(self) -> None:
+        """Sum the generations an older sidecar wrote into the pre-summed tables (``rollup``), if ``open`` found a
+        ledger of an older schema version; meanwhile the store serves as before. ``open`` never waits for this: it
+        takes seconds per 100,000 generations."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...
@@ -356,13 +408,21 @@ class LedgerStore(abc.ABC):
     async def identities(self) -> list[str]: ...
 
 
-def check_schema_version(found: str | None, where: str) -> None:
-    """Refuse a ledger written by a newer sidecar rather than misread it."""
+def check_schema_version(found: str | None, where: str) -> bool:
+    """Refuse a ledger written by a newer sidecar rather than misread it. True: the ledger is new or of an older
+    version, and must be brought to ``SCHEMA_VERSION`` (its pre-summed tables filled) before use."""
     if found is not None and int(found) > SCHEMA_VERSION:
         raise LedgerUnavailable(
             f"the ledger at {where} has schema version {found}; this sidecar understands up to {SCHEMA_VERSION} "
             "(upgrade the sidecar)"
         )
+    return found is None or int(found) < SCHEMA_VERSION
+
+
+SELECT_SCHEMA_VERSION = "SELECT value FROM ledger_meta WHERE key = 'schema_version'"
+SET_META = "INSERT INTO ledger_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+NEW_SCHEMA_VERSION = ("schema_version", str(SCHEMA_VERSION))
+"""``SET_META``'s parameters once a ledger is brought to this version."""
 
 
 def to_numbered(sql: str) -> str:
