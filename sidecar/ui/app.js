@@ -92,8 +92,13 @@ function failed(error) {
 
 function clearData() {
   for (const selector of ["#generations tbody", "#budgets tbody", "#spend-chart", "#tokens-chart", "#errors-chart",
-    "#spend-legend", "#tokens-legend", "#errors-legend", "#live-chart", "#known-models", "#known-providers"]) {
+    "#spend-legend", "#tokens-legend", "#errors-legend", "#live-chart", "#known-models", "#known-providers",
+    "#spend-table", "#tokens-table", "#errors-table"]) {
     $(selector).replaceChildren();
+  }
+  for (const summary of $$(".chart-summary")) {
+    summary.textContent = "";
+    for (const name of Object.keys(summary.dataset)) summary.dataset[name] = "";
   }
   for (const element of $$(".totals dd")) {
     element.textContent = "–";
@@ -210,6 +215,9 @@ async function loadUsage(range) {
     points: rows.map((row) => ({ period: row.period, key: row.key, value: row.total_cost })),
     format: usd,
     periodLabel,
+    summary: $("#spend-summary"),
+    table: $("#spend-table"),
+    caption: `Spend (USD) per ${range.datePart} by ${groupBy}`,
   });
   stackedBars($("#tokens-chart"), $("#tokens-legend"), {
     periods,
@@ -217,6 +225,10 @@ async function loadUsage(range) {
     format: count,
     periodLabel,
     whole: true,
+    summary: $("#tokens-summary"),
+    table: $("#tokens-table"),
+    caption: `Tokens (input + output) per ${range.datePart} by ${groupBy}`,
+    unit: "token",
   });
 }
 
@@ -250,7 +262,17 @@ async function loadErrors(range) {
   const points = body.rows
     .map((row) => ({ period: periodKey(row.period, range.datePart), key: row.provider ?? NO_KEY, value: row.count }))
     .filter((point) => sincePeriod === null || point.period >= sincePeriod);
-  stackedBars($("#errors-chart"), $("#errors-legend"), { periods: periodsOf(range), points, format: count, periodLabel, whole: true });
+  stackedBars($("#errors-chart"), $("#errors-legend"), {
+    periods: periodsOf(range),
+    points,
+    format: count,
+    periodLabel,
+    whole: true,
+    summary: $("#errors-summary"),
+    table: $("#errors-table"),
+    caption: `Errors per ${range.datePart} by provider`,
+    unit: "error",
+  });
   const refused = body.refused ?? {};
   const text = $("#refused");
   const refusedCount = (status) => (refused[status] === null || refused[status] === undefined ? "–" : count(refused[status]));
@@ -422,6 +444,10 @@ async function pollLive() {
     $("#live-rps").textContent = rate.toFixed(2);
     $("#live-rps").dataset.rps = String(rate);
     sparkline($("#live-chart"), state.rps);
+    // The line in words, for the svg's aria-describedby: now, peak and mean of the window drawn.
+    const mean = state.rps.reduce((a, b) => a + b, 0) / state.rps.length;
+    $("#live-summary").textContent = `Requests per second over the last ${state.rps.length * LIVE_POLL_MS / 1000} s: ` +
+      `now ${rate.toFixed(2)}, peak ${Math.max(...state.rps).toFixed(2)}, mean ${mean.toFixed(2)}.`;
   }
   state.lastLive = { requests: live.requests_total, at: now };
   $("#live-in-flight").textContent = `${count(live.in_flight)} of ${count(live.max_streams)}`;

@@ -35,7 +35,11 @@ function seriesKeys(points) {
 // Draw `points` ([{period, key, value}]) as bars over `periods` (the x axis, in order), stacked by key.
 // `legend` is a <ul> filled with one item per key; `format` turns a value into text (axis, tooltips).
 // `whole` marks counts: the axis then steps by whole numbers.
-export function stackedBars(svg, legend, { periods, points, format, periodLabel, whole = false }) {
+// A picture says nothing to a screen reader, so the same numbers are also written out: `summary` (the svg's
+// aria-describedby target) gets one sentence, and `table` the whole chart as rows of periods and columns of keys
+// (`caption` names it; `unit` names what a count counts in the sentence: "12 errors").
+export function stackedBars(svg, legend, { periods, points, format, periodLabel, whole = false, summary, table, caption,
+  unit = "" }) {
   svg.replaceChildren();
   legend.replaceChildren();
   svg.setAttribute("viewBox", `0 0 ${WIDTH} ${HEIGHT}`);
@@ -107,6 +111,80 @@ export function stackedBars(svg, legend, { periods, points, format, periodLabel,
     item.append(swatch, document.createTextNode(key));
     legend.append(item);
   }
+  const data = { columns, keys, stacks, totals: heights, format, unit };
+  if (summary) describeBars(summary, data);
+  if (table) barsTable(table, { ...data, caption });
+}
+
+// A period as a row header: the whole date (and hour), where the axis has room for "11-21" only.
+function periodName(period) {
+  return period.length > 10 ? `${period.slice(0, 10)} ${period.slice(11, 16)} UTC` : period;
+}
+
+// One sentence: the total over the range and the largest key ("Total $12.34 over 7 days; largest:
+// anthropic/claude-sonnet-4-5, $8.00"). Rewritten on every draw, so what a screen reader hears matches the bars.
+function describeBars(summary, { columns, keys, stacks, totals, format, unit }) {
+  const total = totals.reduce((a, b) => a + b, 0);
+  const amount = (value) => (unit ? `${format(value)} ${unit}${value === 1 ? "" : "s"}` : format(value));
+  const unitOfTime = columns.some((period) => period.length > 10) ? "hour" : "day";
+  const span = `${columns.length} ${unitOfTime}${columns.length === 1 ? "" : "s"}`;
+  // keys come largest first; when some are folded, "other" is last, so the first key is the largest single one.
+  const largest = keys[0];
+  const largestValue = [...stacks.values()].reduce((sum, stack) => sum + (stack.get(largest) ?? 0), 0);
+  summary.textContent = `Total ${amount(total)} over ${span}` +
+    (total > 0 ? `; largest: ${largest}, ${amount(largestValue)}.` : "; no data.");
+  summary.dataset.total = String(total);
+  summary.dataset.largest = total > 0 ? largest : "";
+}
+
+// The chart as a table: a row per period (the x axis, all of it), a column per key as drawn (with "other"), a
+// total column, and a footer row of totals. Every number cell keeps its raw value in data-value, as the bars do.
+function barsTable(table, { columns, keys, stacks, totals, format, caption }) {
+  const numberCell = (value, attributes) => {
+    const cell = document.createElement("td");
+    cell.className = "num";
+    cell.textContent = format(value);
+    cell.dataset.value = String(value);
+    for (const [name, given] of Object.entries(attributes)) cell.dataset[name] = given;
+    return cell;
+  };
+  const header = (text, scope) => {
+    const cell = document.createElement("th");
+    cell.scope = scope;
+    cell.textContent = text;
+    return cell;
+  };
+  const head = document.createElement("thead");
+  const headRow = document.createElement("tr");
+  headRow.append(header(columns.some((period) => period.length > 10) ? "Hour" : "Day", "col"));
+  for (const key of keys) headRow.append(header(key, "col"));
+  headRow.append(header("Total", "col"));
+  for (const cell of [...headRow.children].slice(1)) cell.className = "num";
+  head.append(headRow);
+
+  const body = document.createElement("tbody");
+  columns.forEach((period, index) => {
+    const row = document.createElement("tr");
+    row.dataset.period = period;
+    row.append(header(periodName(period), "row"));
+    for (const key of keys) row.append(numberCell(stacks.get(period).get(key) ?? 0, { key, period }));
+    row.append(numberCell(totals[index], { period, total: "" }));
+    body.append(row);
+  });
+
+  const foot = document.createElement("tfoot");
+  const footRow = document.createElement("tr");
+  footRow.append(header("Total", "row"));
+  for (const key of keys) {
+    const sum = columns.reduce((total, period) => total + (stacks.get(period).get(key) ?? 0), 0);
+    footRow.append(numberCell(sum, { key, total: "" }));
+  }
+  footRow.append(numberCell(totals.reduce((a, b) => a + b, 0), { total: "" }));
+  foot.append(footRow);
+
+  const title = document.createElement("caption");
+  title.textContent = caption ?? "";
+  table.replaceChildren(title, head, body, foot);
 }
 
 // A line of the last `values` (oldest first), for the live view.

@@ -1,6 +1,7 @@
 // Drives the /ui page in Debian's Chromium (playwright-core, executablePath /usr/bin/chromium: no downloaded
 // browser) and prints one JSON object of what it saw; test_spend_page.py judges it. Scenario on stdin:
-// {url, chromium, screenshot, wrong_token, admin_token, plain_token, start_date, end_date, model, admin_open_id, plain_open_id}
+// {url, chromium, screenshot, wrong_token, admin_token, plain_token, start_date, end_date, model, admin_open_id, plain_open_id,
+//  proxies: [{name, url, screenshot?}]}: each url is the sidecar behind a path-prefix reverse proxy (http://…/team-a).
 
 import { chromium } from "playwright-core";
 
@@ -18,53 +19,106 @@ const TIMEOUT = 15000;
 const events = { console: [], pageErrors: [], requestFailed: [], badResponses: [], requests: [] };
 const result = { events };
 
-const browser = await chromium.launch({ executablePath: scenario.chromium, headless: true, args: FLAGS });
-try {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  context.setDefaultTimeout(TIMEOUT);
-  const page = await context.newPage();
+// Everything a page reports that a test may judge: console errors and warnings, uncaught errors, failed requests,
+// responses >= 400, and every request made (with its Authorization header, to prove the bearer stays in it).
+function watch(page, into) {
   page.on("console", (message) => {
     if (message.type() === "error" || message.type() === "warning") {
-      events.console.push({ type: message.type(), text: message.text(), url: message.location().url });
+      into.console.push({ type: message.type(), text: message.text(), url: message.location().url });
     }
   });
-  page.on("pageerror", (error) => events.pageErrors.push(String(error)));
+  page.on("pageerror", (error) => into.pageErrors.push(String(error)));
   page.on("requestfailed", (request) => {
-    events.requestFailed.push({ url: request.url(), error: request.failure()?.errorText });
+    into.requestFailed.push({ url: request.url(), error: request.failure()?.errorText });
   });
   page.on("request", (request) => {
     const authorization = request.headers().authorization ?? null;
-    events.requests.push({ url: request.url(), method: request.method(), authorization });
+    into.requests.push({ url: request.url(), method: request.method(), authorization });
   });
   page.on("response", (response) => {
-    if (response.status() >= 400) events.badResponses.push({ url: response.url(), status: response.status() });
+    if (response.status() >= 400) into.badResponses.push({ url: response.url(), status: response.status() });
   });
+}
 
+// What each chart shows, in the page: its bars, legend, text summary (the svg's aria-describedby) and its table.
+// Runs in the page (page.evaluate), so it is one self-contained function.
+function chartsInPage(ids) {
+  const chartData = (id) => {
+    const table = document.querySelector(`#${id}-table`);
+    const summary = document.querySelector(`#${id}-summary`);
+    const numbers = (selector) => [...table.querySelectorAll(selector)]
+      .map((cell) => ({ ...cell.dataset, text: cell.textContent }));
+    return {
+      rects: [...document.querySelectorAll(`#${id}-chart rect`)]
+        .map((r) => ({ ...r.dataset, title: r.querySelector("title").textContent })),
+      summary: { text: summary.textContent, total: summary.dataset.total, largest: summary.dataset.largest },
+      describedBy: document.querySelector(`#${id}-chart`).getAttribute("aria-describedby"),
+      table: {
+        open: table.closest("details").open,
+        caption: table.caption?.textContent ?? null,
+        columns: [...table.querySelectorAll("thead th")].map((th) => th.textContent),
+        periods: [...table.querySelectorAll("tbody tr")].map((tr) => tr.dataset.period),
+        cells: numbers("tbody td[data-key]"),
+        rowTotals: numbers("tbody td[data-total]"),
+        keyTotals: numbers("tfoot td[data-key]"),
+        total: numbers("tfoot td[data-total]:not([data-key])")[0] ?? null,
+      },
+    };
+  };
+  return Object.fromEntries(ids.map((id) => [id, chartData(id)]));
+}
+
+// What Chromium's accessibility tree says each chart is (CDP: the tree a screen reader reads), not what the DOM
+// attributes hope it says: role, accessible name and accessible description.
+async function accessibleCharts(page) {
+  const cdp = await page.context().newCDPSession(page);
+  try {
+    const { root } = await cdp.send("DOM.getDocument", { depth: 0 });
+    const found = {};
+    for (const id of ["spend-chart", "tokens-chart", "errors-chart", "live-chart"]) {
+      const { nodeId } = await cdp.send("DOM.querySelector", { nodeId: root.nodeId, selector: `#${id}` });
+      const { nodes } = await cdp.send("Accessibility.getPartialAXTree", { nodeId, fetchRelatives: false });
+      const node = nodes[0];
+      found[id] = { role: node.role?.value, name: node.name?.value, description: node.description?.value ?? null,
+        ignored: node.ignored };
+    }
+    return found;
+  } finally {
+    await cdp.detach();
+  }
+}
+
+// The steps every scenario takes on one page.
+function helpersFor(page) {
   const ready = () => page.waitForFunction(() => document.body.dataset.state === "ready");
   const tableReady = () => page.waitForFunction(() => document.querySelector("#generations").dataset.state === "ready");
   const rows = () => page.$$eval("#generations tbody tr", (trs) => trs.map((tr) => ({ ...tr.dataset })));
-  const seen = () => page.evaluate(() => ({
-    state: document.body.dataset.state,
-    dashboardHidden: document.querySelector("#dashboard").hidden,
-    identity: document.querySelector("#identity").dataset.identity,
-    adminBadge: !document.querySelector("#admin-badge").hidden,
-    workloadOptions: [...document.querySelectorAll("#workload option")].map((o) => o.value),
-    groupByWorkloadVisible: !document.querySelector("#group-by option[value=workload]").hidden,
-    totals: { ...document.querySelector("#total-cost").dataset, ...document.querySelector("#total-requests").dataset,
-      ...document.querySelector("#total-input-tokens").dataset, ...document.querySelector("#total-output-tokens").dataset,
-      ...document.querySelector("#total-cached-tokens").dataset },
-    totalCostText: document.querySelector("#total-cost").textContent,
-    spendChart: [...document.querySelectorAll("#spend-chart rect")].map((r) => ({ ...r.dataset })),
-    tokensChart: [...document.querySelectorAll("#tokens-chart rect")].map((r) => ({ ...r.dataset })),
-    errorsChart: [...document.querySelectorAll("#errors-chart rect")].map((r) => ({ ...r.dataset })),
-    spendLegend: [...document.querySelectorAll("#spend-legend li")].map((li) => li.textContent),
-    budgets: [...document.querySelectorAll("#budgets tbody tr")].map((tr) => tr.dataset.workload),
-    loginError: document.querySelector("#login-error").hidden ? null : document.querySelector("#login-error").textContent,
-    pageError: document.querySelector("#page-error").hidden ? null : document.querySelector("#page-error").textContent,
-    storedBearer: sessionStorage.getItem("sidecar.bearer"),
-    localStorageKeys: Object.keys(localStorage),
-    rowsInDom: document.querySelectorAll("#generations tbody tr, #budgets tbody tr, svg rect").length,
-  }));
+  const seen = async () => ({
+    ...(await page.evaluate(() => ({
+      state: document.body.dataset.state,
+      dashboardHidden: document.querySelector("#dashboard").hidden,
+      identity: document.querySelector("#identity").dataset.identity,
+      adminBadge: !document.querySelector("#admin-badge").hidden,
+      workloadOptions: [...document.querySelectorAll("#workload option")].map((o) => o.value),
+      groupByWorkloadVisible: !document.querySelector("#group-by option[value=workload]").hidden,
+      totals: { ...document.querySelector("#total-cost").dataset, ...document.querySelector("#total-requests").dataset,
+        ...document.querySelector("#total-input-tokens").dataset, ...document.querySelector("#total-output-tokens").dataset,
+        ...document.querySelector("#total-cached-tokens").dataset },
+      totalCostText: document.querySelector("#total-cost").textContent,
+      spendChart: [...document.querySelectorAll("#spend-chart rect")].map((r) => ({ ...r.dataset })),
+      tokensChart: [...document.querySelectorAll("#tokens-chart rect")].map((r) => ({ ...r.dataset })),
+      errorsChart: [...document.querySelectorAll("#errors-chart rect")].map((r) => ({ ...r.dataset })),
+      spendLegend: [...document.querySelectorAll("#spend-legend li")].map((li) => li.textContent),
+      budgets: [...document.querySelectorAll("#budgets tbody tr")].map((tr) => tr.dataset.workload),
+      loginError: document.querySelector("#login-error").hidden ? null : document.querySelector("#login-error").textContent,
+      pageError: document.querySelector("#page-error").hidden ? null : document.querySelector("#page-error").textContent,
+      storedBearer: sessionStorage.getItem("sidecar.bearer"),
+      localStorageKeys: Object.keys(localStorage),
+      rowsInDom: document.querySelectorAll("#generations tbody tr, #budgets tbody tr, svg rect, .chart-table tr").length,
+      summariesText: [...document.querySelectorAll(".chart-summary")].map((p) => p.textContent).join(""),
+    }))),
+    charts: await page.evaluate(chartsInPage, ["spend", "tokens", "errors"]),
+  });
   const openRow = async (id) => {
     await page.click(`#generations tr[data-generation-id="${id}"] button.link`);
     await page.waitForFunction(() => document.querySelector("#generation-dialog").open);
@@ -88,6 +142,16 @@ try {
     await page.click("#controls button[type=submit]");
     await ready();
   };
+  return { ready, tableReady, rows, seen, openRow, logIn, customRange };
+}
+
+const browser = await chromium.launch({ executablePath: scenario.chromium, headless: true, args: FLAGS });
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  context.setDefaultTimeout(TIMEOUT);
+  const page = await context.newPage();
+  watch(page, events);
+  const { ready, tableReady, rows, seen, openRow, logIn, customRange } = helpersFor(page);
 
   await page.goto(`${scenario.url}/ui`);
   result.finalUrl = page.url();
@@ -133,6 +197,19 @@ try {
     rps: document.querySelector("#live-rps").dataset.rps,
     requestsTotal: document.querySelector("#live-requests").dataset.requestsTotal,
   }));
+  // The spend chart's table, opened from the keyboard: Tab from the Refresh button (the next stop is the first
+  // chart's "Show as table"), then Enter.
+  await page.focus("#controls button[type=submit]");
+  await page.keyboard.press("Tab");
+  result.admin.tabbedTo = await page.evaluate(() => {
+    const focused = document.activeElement;
+    if (focused.tagName !== "SUMMARY") return focused.outerHTML;
+    return `${focused.textContent} → #${focused.parentElement.querySelector("table").id}`;
+  });
+  await page.keyboard.press("Enter");
+  await page.waitForFunction(() => document.querySelector("#spend-table").closest("details").open);
+  result.admin.opened_table = (await seen()).charts;
+  result.admin.accessible = await accessibleCharts(page);
   await page.screenshot({ path: scenario.screenshot, fullPage: true });
 
   await page.click("#logout");
@@ -157,6 +234,35 @@ try {
   }
   await page.selectOption("#period", "30d");
   await ready();
+  result.plain.last30d = await seen();
+
+  // 4. Behind path-prefix reverse proxies (…/team-a/ → the sidecar's /; …/team-b/ → the sidecar's path_prefix): a
+  // fresh tab opens <prefix>/ui, without the trailing slash, so the relative redirect is taken too; the test checks
+  // that every request the page made stayed under the prefix.
+  result.proxied = {};
+  for (const proxy of scenario.proxies) {
+    const proxied = { console: [], pageErrors: [], requestFailed: [], badResponses: [], requests: [] };
+    result.proxied[proxy.name] = { events: proxied }; // what went wrong, should a step below time out
+    const proxyContext = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    proxyContext.setDefaultTimeout(TIMEOUT);
+    const proxyPage = await proxyContext.newPage();
+    watch(proxyPage, proxied);
+    const behind = helpersFor(proxyPage);
+    await proxyPage.goto(`${proxy.url}/ui`);
+    const finalUrl = proxyPage.url();
+    await proxyPage.waitForFunction(() => document.body.dataset.state === "login");
+    await behind.logIn(scenario.plain_token);
+    await behind.ready();
+    await behind.customRange();
+    const shown = await behind.seen();
+    const opened = await behind.openRow(scenario.plain_open_id); // ../v1/generation, through the prefix
+    if (proxy.screenshot) {
+      await proxyPage.locator("details:has(#errors-table) > summary").click();
+      await proxyPage.screenshot({ path: proxy.screenshot, fullPage: true });
+    }
+    await proxyContext.close();
+    Object.assign(result.proxied[proxy.name], { ...shown, finalUrl, opened });
+  }
   result.ok = true;
 } catch (error) {
   result.ok = false;

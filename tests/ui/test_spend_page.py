@@ -6,6 +6,9 @@ realtime listener on. Its ledger is seeded through the sidecar itself: generatio
 replaying a recorded Anthropic stream from ``tests/fakeupstream.py``, echo/echo ones, and one upstream error. Then
 ``spend_page.mjs`` loads the page, is refused with a wrong bearer, logs in as the admin and as the plain bearer, and
 reports what the page showed; the tests below compare that with ``/v1/report`` and with the ledger file itself.
+Last, a fresh tab opens the page through a path-prefix reverse proxy (``prefix_proxy.py``): ``/team-a/<rest>`` to the
+sidecar's ``/<rest>``, as nginx's ``location /team-a/ { proxy_pass http://sidecar/; }`` does; and ``/team-b/<rest>``
+unchanged to the sidecar, which has ``[server] path_prefix = "/team-b"``.
 
 Run with ``.venv/bin/python -m pytest tests/ui -q``. It fails, and never skips, when Chromium, Node >= 20 or npm is
 missing. The screenshot is kept in ``build/test-artifacts/ui/``.
@@ -33,6 +36,7 @@ import pytest
 from sidecar.ui_routes import CONTENT_TYPES
 from tests.fakeupstream import FakeUpstream, Reply, fixture_bytes
 from tests.interop.harness import ROOT, Sidecar, free_port, node_env, require_node, run_driver, run_sidecar
+from tests.ui.prefix_proxy import PrefixProxy
 
 UI_TEST_DIR = Path(__file__).resolve().parent
 DRIVER = UI_TEST_DIR / "spend_page.mjs"
@@ -48,6 +52,8 @@ PLAIN_TOKEN = f"plain-{secrets.token_urlsafe(24)}"
 ADMIN_TOKEN = f"admin-{secrets.token_urlsafe(24)}"
 WRONG_TOKEN = f"wrong-{secrets.token_urlsafe(24)}"
 REPORT_SUMS = ("total_cost", "input_tokens", "output_tokens", "cached_input_tokens", "request_count")
+PROXIES = {"strip": "/team-a", "path_prefix": "/team-b"}
+"""The two prefix deployments: the proxy strips its prefix; the proxy passes it on to the sidecar's path_prefix."""
 
 
 def install_playwright() -> None:
@@ -128,6 +134,9 @@ admin = true
 [realtime]
 public_host = "127.0.0.1"
 public_port = {public_port}
+
+[server]
+path_prefix = "{PROXIES["path_prefix"]}"
 """
     with FakeUpstream() as upstream:
         env = {
@@ -171,7 +180,9 @@ def page(seeded: Seeded) -> dict[str, Any]:
     install_playwright()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     screenshot = ARTIFACTS / "spend-page.png"
-    screenshot.unlink(missing_ok=True)
+    proxy_screenshot = ARTIFACTS / "spend-page-behind-prefix-proxy.png"
+    for stale in (screenshot, proxy_screenshot):
+        stale.unlink(missing_ok=True)
     today = datetime.now(UTC).date()
     scenario = {
         "url": seeded.sidecar.url,
@@ -186,19 +197,34 @@ def page(seeded: Seeded) -> dict[str, Any]:
         "admin_open_id": seeded.admin_ids[0],
         "plain_open_id": seeded.plain_ids[0],
     }
-    proc, lines = run_driver("spend page", [node, str(DRIVER)], scenario, node_env(), DRIVER_TIMEOUT_S)
+    strip, prefixed = PROXIES["strip"], PROXIES["path_prefix"]
+    with (
+        PrefixProxy(seeded.sidecar.url, strip) as stripping,
+        PrefixProxy(seeded.sidecar.url, prefixed, strip=False) as passing,
+    ):
+        scenario["proxies"] = [
+            {"name": "strip", "url": stripping.url + strip, "screenshot": str(proxy_screenshot)},
+            {"name": "path_prefix", "url": passing.url + prefixed},
+        ]
+        proc, lines = run_driver("spend page", [node, str(DRIVER)], scenario, node_env(), DRIVER_TIMEOUT_S)
     assert proc.returncode == 0 and len(lines) == 1, f"driver broke ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     (result,) = lines
-    events = {name: found for name, found in result["events"].items() if name != "requests"}  # they carry bearers
+    # What went wrong, for the failure message; without the requests, which carry bearers.
+    events = {name: found for name, found in result["events"].items() if name != "requests"}
+    for deployment, proxied in result.get("proxied", {}).items():
+        events[f"behind the {deployment} proxy"] = {k: v for k, v in proxied["events"].items() if k != "requests"}
     assert result["ok"] is True, f"{result.get('error')}\nevents: {json.dumps(events, indent=1)}"
-    assert screenshot.stat().st_size > 10_000, screenshot
-    print(f"\nspend page screenshot: {screenshot}")
+    for shot in (screenshot, proxy_screenshot):
+        assert shot.stat().st_size > 10_000, shot
+    print(f"\nspend page screenshots: {screenshot} {proxy_screenshot}")
     result["scenario"] = scenario
+    result["proxied"]["strip"]["proxySaw"] = stripping.seen
+    result["proxied"]["path_prefix"]["proxySaw"] = passing.seen
     return result
 
 
-def report_totals(seeded: Seeded, token: str, scenario: dict[str, Any]) -> dict[str, float]:
-    """``/v1/report``'s rows for the page's range, added up: the reference the page's totals must equal."""
+def report_results(seeded: Seeded, token: str, scenario: dict[str, Any]) -> list[dict[str, Any]]:
+    """``/v1/report``'s rows (per model) for the page's range."""
     response = httpx.get(
         f"{seeded.sidecar.url}/v1/report",
         params={"start_date": scenario["start_date"], "end_date": scenario["end_date"], "group_by": "model"},
@@ -206,7 +232,14 @@ def report_totals(seeded: Seeded, token: str, scenario: dict[str, Any]) -> dict[
         timeout=10,
     )
     assert response.status_code == 200, response.text
-    return {name: sum(row[name] for row in response.json()["results"]) for name in REPORT_SUMS}
+    results: list[dict[str, Any]] = response.json()["results"]
+    return results
+
+
+def report_totals(seeded: Seeded, token: str, scenario: dict[str, Any]) -> dict[str, float]:
+    """``/v1/report``'s rows for the page's range, added up: the reference the page's totals must equal."""
+    results = report_results(seeded, token, scenario)
+    return {name: sum(row[name] for row in results) for name in REPORT_SUMS}
 
 
 def shown_totals(seen: dict[str, Any]) -> dict[str, float]:
@@ -248,6 +281,136 @@ def test_the_page_totals_and_charts_equal_v1_report(seeded: Seeded, page: dict[s
     assert chart_sum(page["plain"]["last24h"]["spendChart"]) == pytest.approx(plain["total_cost"], rel=1e-9)
     assert page["plain"]["by_user"] == ["alice", "(none)"]
     assert page["plain"]["by_tag"] == ["ui", "(none)"] and page["plain"]["by_provider"] == ["anthropic", "echo"]
+
+
+def usd(value: float) -> str:
+    """``format.js``'s ``usd``: what the page writes for an amount."""
+    if value == 0:
+        return "$0"
+    digits = 2 if abs(value) >= 1 else 4 if abs(value) >= 0.01 else 6
+    return f"${value:.{digits}f}"
+
+
+def range_days(scenario: dict[str, Any]) -> list[str]:
+    start, end = (datetime.fromisoformat(scenario[name]).date() for name in ("start_date", "end_date"))
+    return [(start + timedelta(days=n)).isoformat() for n in range((end - start).days + 1)]
+
+
+def assert_table_is_the_chart(chart: dict[str, Any], total: float, legend: list[str], days: list[str]) -> None:
+    """A chart's table holds what its bars hold: a row per day of the range, a column per key as drawn plus the
+    total, every bar's value in its cell (written as its tooltip writes it), and columns adding up to ``total``."""
+    table = chart["table"]
+    assert table["columns"] == ["Day", *legend, "Total"]
+    assert table["periods"] == days
+    cells = {(cell["period"], cell["key"]): cell for cell in table["cells"]}
+    assert len(cells) == len(days) * len(legend)
+    for rect in chart["rects"]:
+        cell = cells[rect["period"], rect["key"]]
+        assert float(cell["value"]) == float(rect["value"])
+        assert rect["title"].endswith(f" · {rect['key']}: {cell['text']}"), (rect, cell)
+    rows = sum(float(cell["value"]) for cell in table["rowTotals"])
+    keys = sum(float(cell["value"]) for cell in table["keyTotals"])
+    for added in (rows, keys, float(table["total"]["value"]), chart_sum(chart["rects"])):
+        assert added == pytest.approx(total, rel=1e-9, abs=1e-12), (added, total)
+    for cell in table["keyTotals"]:
+        drawn = chart_sum([rect for rect in chart["rects"] if rect["key"] == cell["key"]])
+        assert float(cell["value"]) == pytest.approx(drawn, rel=1e-9, abs=1e-12)
+
+
+def test_each_chart_has_a_table_and_a_summary_equal_to_v1_report(seeded: Seeded, page: dict[str, Any]) -> None:
+    days = range_days(page["scenario"])
+    ledger = ledger_rows(seeded.ledger_path, len(seeded.plain_ids) + len(seeded.admin_ids))
+    for seen, tokens in (
+        (page["plain"], [PLAIN_TOKEN]),
+        (page["admin"], [PLAIN_TOKEN, ADMIN_TOKEN]),
+        (page["proxied"]["strip"], [PLAIN_TOKEN]),
+        (page["proxied"]["path_prefix"], [PLAIN_TOKEN]),
+    ):
+        results = [row for token in tokens for row in report_results(seeded, token, page["scenario"])]
+        want = {name: sum(row[name] for row in results) for name in REPORT_SUMS}
+        sonnet = sum(row["total_cost"] for row in results if row["model"] == SONNET)
+        charts = seen["charts"]
+        assert_table_is_the_chart(charts["spend"], want["total_cost"], seen["spendLegend"], days)
+        tokens_legend = sorted({rect["key"] for rect in charts["tokens"]["rects"]})
+        assert sorted(charts["tokens"]["table"]["columns"][1:-1]) == tokens_legend
+        assert_table_is_the_chart(
+            charts["tokens"],
+            want["input_tokens"] + want["output_tokens"],
+            charts["tokens"]["table"]["columns"][1:-1],
+            days,
+        )
+        workloads = {seeded.plain_identity} if len(tokens) == 1 else {row[1] for row in ledger}
+        errors = [row for row in ledger if row[2] is not None and row[1] in workloads]
+        assert_table_is_the_chart(charts["errors"], len(errors), ["anthropic"], days)
+        assert charts["spend"]["table"]["caption"] == "Spend (USD) per day by model"
+        assert charts["tokens"]["table"]["caption"] == "Tokens (input + output) per day by model"
+        assert charts["errors"]["table"]["caption"] == "Errors per day by provider"
+
+        # The summary sentence names the total /v1/report gives, and the largest key.
+        spend = charts["spend"]["summary"]
+        assert float(spend["total"]) == pytest.approx(want["total_cost"], rel=1e-9, abs=1e-12)
+        assert spend["largest"] == SONNET
+        assert (
+            spend["text"] == f"Total {usd(want['total_cost'])} over {len(days)} days; largest: {SONNET}, {usd(sonnet)}."
+        )
+        tokens_total = int(want["input_tokens"] + want["output_tokens"])
+        assert charts["tokens"]["summary"]["text"].startswith(f"Total {tokens_total:,} tokens over {len(days)} days")
+        assert charts["errors"]["summary"]["text"] == (
+            f"Total {len(errors)} error{'' if len(errors) == 1 else 's'} over {len(days)} days; largest: anthropic, "
+            f"{len(errors)} error{'' if len(errors) == 1 else 's'}."
+        )
+        for name in ("spend", "tokens", "errors"):
+            assert charts[name]["describedBy"] == f"{name}-summary"
+    # The last 24 hours, hourly: the summary and table follow the redraw.
+    hourly = page["plain"]["last24h"]["charts"]["spend"]
+    assert hourly["table"]["columns"][0] == "Hour" and len(hourly["table"]["periods"]) == 24
+    assert hourly["summary"]["text"].startswith(f"Total {usd(float(hourly['summary']['total']))} over 24 hours;")
+    assert float(hourly["table"]["total"]["value"]) == pytest.approx(float(hourly["summary"]["total"]), rel=1e-9)
+
+
+def test_every_chart_is_described_to_a_screen_reader(page: dict[str, Any]) -> None:
+    """Chromium's accessibility tree (what a screen reader reads): each chart an image, named by its heading and
+    described by its summary sentence; the spend table opens from the keyboard."""
+    admin = page["admin"]
+    accessible = admin["accessible"]
+    titles = {"spend": "Spend (USD)", "tokens": "Tokens (input + output)", "errors": "Errors by provider"}
+    for name, title in titles.items():
+        node = accessible[f"{name}-chart"]
+        assert node["role"] == "image" and node["ignored"] is False, node
+        assert node["name"] == title
+        assert node["description"] == admin["opened_table"][name]["summary"]["text"], node
+        assert node["description"].startswith("Total "), node
+    live = accessible["live-chart"]
+    assert live["role"] == "image" and live["name"] == "Requests per second, last two minutes"
+    assert live["description"].startswith("Requests per second over the last "), live
+    assert admin["tabbedTo"] == "Show as table: Spend (USD) → #spend-table"  # each one says which chart it opens
+    assert admin["opened_table"]["spend"]["table"]["open"] is True
+    assert admin["charts"]["spend"]["table"]["open"] is False  # closed until asked for
+    # Logging out empties the tables and sentences with the charts.
+    assert page["afterLogout"]["summariesText"] == ""
+
+
+@pytest.mark.parametrize("deployment", sorted(PROXIES))
+def test_the_page_works_behind_a_path_prefix_proxy(seeded: Seeded, page: dict[str, Any], deployment: str) -> None:
+    proxied = page["proxied"][deployment]
+    prefix = PROXIES[deployment]
+    (base,) = [proxy["url"] for proxy in page["scenario"]["proxies"] if proxy["name"] == deployment]
+    assert base.endswith(prefix)  # http://127.0.0.1:<port>/team-a
+    assert proxied["finalUrl"] == f"{base}/ui/"  # /team-a/ui redirected to /team-a/ui/, not /ui/
+    assert_same_totals(shown_totals(proxied), report_totals(seeded, PLAIN_TOKEN, page["scenario"]))
+    assert proxied["identity"] == seeded.plain_identity and proxied["pageError"] is None
+    assert proxied["opened"]["source"] == "v1/generation"
+    assert proxied["opened"]["json"] == generation_json(seeded, PLAIN_TOKEN, seeded.plain_ids[0])
+    # Every request the browser made went through the prefix; none escaped to the proxy's root (it would 404).
+    urls = [request["url"] for request in proxied["events"]["requests"]]
+    assert len(urls) > 10
+    assert [url for url in urls if not url.startswith(f"{base}/")] == []
+    paths = {url.removeprefix(base).split("?")[0] for url in urls}
+    assert {"/ui", "/ui/", "/ui/app.js", "/ui/app.css", "/ui/api/me", "/ui/api/usage", "/v1/generation"} <= paths
+    assert [path for path in proxied["proxySaw"] if not path.startswith(f"{prefix}/")] == []
+    events = proxied["events"]
+    assert events["pageErrors"] == [] and events["console"] == [], events
+    assert events["requestFailed"] == [] and events["badResponses"] == [], events
 
 
 def test_the_table_lists_the_ledger_generations(seeded: Seeded, page: dict[str, Any]) -> None:
@@ -364,8 +527,9 @@ def test_the_page_is_served_with_a_strict_policy_and_not_on_the_public_listener(
     assert again.status_code == 304
     for unknown in ("/ui/secret.txt", "/ui/..%2Fapp.py", "/ui/vendor"):
         assert httpx.get(f"{url}{unknown}", timeout=10).status_code == 404, unknown
-    redirect = httpx.get(f"{url}/ui", timeout=10)
-    assert redirect.status_code == 308 and redirect.headers["location"] == "ui/"
+    for path in ("/ui", f"{PROXIES['path_prefix']}/ui"):  # relative, so it stays under whatever prefix was asked
+        redirect = httpx.get(f"{url}{path}", timeout=10)
+        assert redirect.status_code == 308 and redirect.headers["location"] == "ui/"
     for path in ("/ui", "/ui/", "/ui/app.js", "/ui/api/me"):
         assert httpx.get(f"{seeded.public_url}{path}", timeout=10).status_code == 404, path
 
