@@ -73,6 +73,7 @@ WARMUP_STREAMS = 10
 SETTLE_S = 1.0
 SAMPLE_S = 0.5
 AFTER_S = 5.0
+"""Seconds after the last stream at which RSS is read (``--after-seconds``)."""
 RAMP_S = 2.0
 MOCK_DEFAULT_DELTAS = 5
 """Text deltas of the mock's stream as run.py's ``start_mock`` starts it."""
@@ -365,6 +366,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument(
+        "--after-seconds",
+        type=float,
+        default=AFTER_S,
+        help=f"when to read RSS after the last stream (default {AFTER_S:g})",
+    )
+    p.add_argument(
         "--python",
         default=str(VENV_PYTHON if VENV_PYTHON.exists() else sys.executable),
         help="interpreter for the mock upstream and the sidecar (default .venv/bin/python)",
@@ -484,7 +491,9 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
+    global AFTER_S
     args = parse_args(argv)
+    AFTER_S = args.after_seconds  # read by the round and the report
     nofile = raise_nofile()
     if nofile < 2 * args.streams + 200:
         print(f"footprint: RLIMIT_NOFILE is {nofile}, too low for {args.streams} streams", file=sys.stderr)

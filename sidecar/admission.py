@@ -12,6 +12,7 @@ from typing import Any
 
 from .auth import Caller
 from .errors import Overloaded, TooManyStreams
+from .memory import MemoryTrim
 
 RETRY_AFTER_SECONDS = 1.0
 """Streams finish in seconds; a client told to retry after one second finds a slot or is told again."""
@@ -33,8 +34,16 @@ class Slot:
 
 
 class Admission:
-    def __init__(self, max_streams: int, per_workload: int, overrides: Mapping[str, int] | None = None) -> None:
-        """``overrides``: identity → its own limit (``[[workloads]] max_streams``)."""
+    def __init__(
+        self,
+        max_streams: int,
+        per_workload: int,
+        overrides: Mapping[str, int] | None = None,
+        *,
+        trim_memory: bool = False,
+    ) -> None:
+        """``overrides``: identity → its own limit (``[[workloads]] max_streams``). ``trim_memory``: give memory back
+        to the operating system once the process has been quiet a while (``memory.MemoryTrim``)."""
         self.max_streams = max_streams
         self.per_workload = per_workload
         self._overrides = dict(overrides or {})
@@ -43,6 +52,7 @@ class Admission:
         self.refused = 0
         self.refused_by_status = {429: 0, 503: 0}
         """The refusals split by the status they were answered with (``/ui``'s errors view without metrics)."""
+        self.memory = MemoryTrim(lambda: self.in_flight == 0) if trim_memory else None
 
     def limit_for(self, identity: str) -> int:
         return self._overrides.get(identity, self.per_workload)
@@ -67,10 +77,14 @@ class Admission:
             )
         self.in_flight += 1
         self._by_identity[identity] = mine + 1
+        if self.memory is not None:
+            self.memory.busy()
         return Slot(self, identity)
 
     def _release(self, identity: str) -> None:
         self.in_flight -= 1
+        if self.in_flight == 0 and self.memory is not None:
+            self.memory.idle()
         left = self._by_identity[identity] - 1
         if left:
             self._by_identity[identity] = left

@@ -126,6 +126,7 @@ def create_app(
         settings.limits.max_streams,
         settings.limits.max_streams_per_workload,
         {f"workload:{w.name}": w.max_streams for w in settings.workloads if w.max_streams is not None},
+        trim_memory=True,
     )
     ledger = ledger or ledger_for(settings)
     budgets = Budgets(ledger, settings.budget_period, allow_unpriced=settings.allow_unpriced)
@@ -175,6 +176,8 @@ def create_app(
                     yield
             finally:
                 state.clear()
+                if admission.memory is not None:
+                    admission.memory.close()
                 await openai_realtime.close()  # the WebRTC calls' side-band observers
                 await realtime.tokens.close()
                 await policy.close()
