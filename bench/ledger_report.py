@@ -275,7 +275,7 @@ def write_cost(backends: list[str], count: int, admin_url: str) -> None:
     3 rounds alternating with and without the tables; medians of CPU µs per row."""
     rows = sorted(seed_rows(count, random.Random(7)), key=lambda r: r.created_at_ms)
     for backend in backends:
-        figures: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+        figures: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
         for _ in range(3):
             for summed in (False, True):
                 figures[summed].append(asyncio.run(write_cost_once(backend, rows, summed, admin_url)))

@@ -25,7 +25,7 @@ A ledger of version 1 gets the tables and the trigger at the first start of a si
 generations already stored are summed into them in the background after start-up (``LedgerStore.fill_summaries``),
 and until that is done the reports read the generations. Then the ledger is version 2, which a version 1 sidecar
 refuses (``store.check_schema_version``). SQLite fills a day per transaction, after the rows up to the boundary
-rowid recorded with the trigger; PostgreSQL in one transaction, which holds off other sidecars' inserts (about 17 s
+rowid recorded with the trigger; PostgreSQL in one transaction, which holds off other sidecars' inserts (about 24 s
 per 1,000,000 generations; their batches wait in memory meanwhile).
 """
 
