@@ -4,8 +4,9 @@ WAL lets readers run beside the writer and lets several sidecar processes share 
 is ``BEGIN IMMEDIATE`` and waits up to ``BUSY_TIMEOUT_MS`` for the lock instead of failing). ``synchronous=NORMAL``:
 a committed batch survives a crash of the sidecar; only an OS crash or power loss can lose the last commits.
 
-A batch is three round trips to the connection's thread whatever its size (BEGIN, one ``executemany``, COMMIT): on a
-busy event loop each round trip waits for the loop, so a round trip per row made commits take seconds under load.
+A batch is a fixed number of round trips to the connection's thread whatever its size (BEGIN, one ``executemany``,
+the report tables' ``rollup.SQLITE_FOLD``, COMMIT): on a busy event loop each round trip waits for the loop, so a
+round trip per row made commits take seconds under load.
 The tags and the spend_daily totals follow from a trigger on the inserted rows (see ``_ON_INSERT``), the
 pre-summed report tables from another (``rollup.SQLITE_TRIGGER``).
 """
