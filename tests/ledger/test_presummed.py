@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -13,9 +14,11 @@ from typing import Any
 
 import aiosqlite
 import asyncpg
+import pytest
 
 from sidecar.ledger import rollup
 from sidecar.ledger.record import GenerationRecord
+from sidecar.ledger.service import Ledger
 from sidecar.ledger.sqlite import SQLiteStore
 from sidecar.ledger.store import LedgerStore, ReportQuery, report_rows, report_sql, summed_table
 from tests.ledger.records import record
@@ -271,3 +274,50 @@ async def test_untagged_generations_are_their_own_row_when_split_by_tag(store: L
         ("x", 0.5, 1),
         ("y", 0.5, 1),
     ]
+
+
+async def test_the_ledger_service_fills_in_the_background_and_says_so(
+    store_factory: Callable[[], LedgerStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Start-up does not wait for the fill; the service logs it, serves meanwhile, and reports read the tables after."""
+    rows = dataset()
+    await version_1_ledger(store_factory, rows)
+    caplog.set_level(logging.INFO, logger="sidecar")
+    ledger = Ledger(store_factory(), flush_interval=0.05)
+    await ledger.start()
+    try:
+        assert not ledger.store.presummed  # started without waiting for it
+        for row in rows[350:]:
+            ledger.record(row)  # the hot path goes on meanwhile
+        deadline = asyncio.get_running_loop().time() + 30
+        while not ledger.store.presummed:
+            assert asyncio.get_running_loop().time() < deadline, "the fill did not finish"
+            await asyncio.sleep(0.02)
+        report = await ledger.report(None, ReportQuery("2026-11-01", "2026-11-03", group_by="workload"))
+        assert sum(r["request_count"] for r in report) == len(rows)
+        await assert_same_reports(ledger.store)
+    finally:
+        await ledger.stop()
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("sidecar")]
+    assert any(m.startswith("ledger: summing the stored generations") for m in messages)
+    assert any(m.startswith("ledger: the report tables are filled") for m in messages)
+
+
+async def test_a_stop_during_the_fill_leaves_a_ledger_the_next_start_completes(
+    store_factory: Callable[[], LedgerStore],
+) -> None:
+    rows = dataset()
+    await version_1_ledger(store_factory, rows)
+    ledger = Ledger(store_factory())
+    await ledger.start()
+    await ledger.stop()  # at once: the fill is cancelled wherever it was, its transaction rolled back
+    again = Ledger(store_factory())
+    await again.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while not again.store.presummed:
+            assert asyncio.get_running_loop().time() < deadline, "the fill did not finish"
+            await asyncio.sleep(0.02)
+        await assert_same_reports(again.store)
+    finally:
+        await again.stop()
