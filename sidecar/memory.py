@@ -1,7 +1,7 @@
 """Memory handed back to the operating system once a burst of streams is over (issue #12).
 
 A thousand open streams take ~130 MiB; when they end, Python frees their objects, but the C allocator keeps the
-freed pages for reuse, so the process stayed ~45 % above its idle size for good (bench/README.md, "Footprint and
+freed pages for reuse, so the process stayed 45-85 % above its idle size for good (bench/README.md, "Footprint and
 long streams"). A sidecar sits beside every agent: what it holds after a burst is what the pod's memory request
 must allow for. glibc's ``malloc_trim`` returns the free pages, and a collection first frees what is left in
 reference cycles.

@@ -118,15 +118,15 @@ SQLITE_TRIGGER = (
 )
 """SQLite has no statement trigger: a row trigger of the file (not of a connection, so every writer of the file
 queues its rows, whatever it runs) notes each inserted row, and ``SQLITE_FOLD`` sums the queue into the tables in the
-writer's transaction. Three upserts per row in the trigger cost twice the CPU of one queued rowid and three grouped
-upserts per batch (bench/README.md)."""
+writer's transaction. Three upserts per row in the trigger cost about half again as much CPU as one queued rowid
+and three grouped upserts per batch (+33 against +21 µs per row written; bench/README.md, "Ledger reports")."""
 
 
 # ----- PostgreSQL: a statement trigger over the batch -----------------------------------------------------------
 
 
 def _postgres_add(table: Table) -> str:
-    keys = [_key_value(c, "n", "COALESCE(t.tag, '')") for c in table.key]
+    keys = [_key_value(c, "n", f"COALESCE(t.tag, '{UNTAGGED}')") for c in table.key]
     sums = [f"SUM({_SUMMED[c].format(g='n')})" for c in SUM_COLUMNS]
     source = "new_rows n"
     if table is DAY_TAGS:
