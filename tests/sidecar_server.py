@@ -120,6 +120,15 @@ def wait_until_healthy(url: str, process: subprocess.Popen[Any], describe: Calla
         time.sleep(0.05)
 
 
+def ledger_settled(url: str, timeout: float = 5.0) -> None:
+    """Wait until the sidecar at ``url`` has committed every finished generation (``/healthz``: no row pending).
+    ``/v1/generation`` answers from the writer's memory too, so a row it shows may not be committed yet."""
+    deadline = time.monotonic() + timeout
+    while httpx.get(f"{url}/healthz").json()["ledger"]["pending"]:
+        assert time.monotonic() < deadline, f"the ledger still had rows to write after {timeout} s"
+        time.sleep(0.02)
+
+
 def generation_row(url: str, generation_id: Any, token: str = TOKEN, timeout: float = 5.0) -> dict[str, Any]:
     """``GET /v1/generation?id=`` of a sidecar at ``url``: the ledger row's wire view. The row is written in a batch
     just after the generation ends, which may be after the client read its last byte, so a 404 is retried."""

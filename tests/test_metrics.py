@@ -25,6 +25,7 @@ from tests.sidecar_server import (
     RunningSidecar,
     free_port,
     generation_row,
+    ledger_settled,
     run_sidecar,
     sidecar_environ,
     wait_until_healthy,
@@ -80,7 +81,8 @@ def test_a_scrape_shows_the_traffic_exactly(
     assert httpx.get(f"{url}/no/such/path", headers=auth_headers).status_code == 404
     assert httpx.get(f"{url}/v1/models", headers=auth_headers).status_code == 200
     row = generation_row(url, answered.headers["x-generation-id"])
-    generation_row(url, refused.headers["x-generation-id"])  # every row written: the ledger counters are settled
+    generation_row(url, refused.headers["x-generation-id"])
+    ledger_settled(url)  # every row committed: the ledger's counters are final (the lookups may answer from memory)
 
     text, samples = scrape(url)
 
