@@ -63,28 +63,20 @@ TABLES = (DAYS, HOURS, DAY_TAGS)
 UNTAGGED = ""
 """The tag under which an untagged generation is counted in ``report_day_tags`` (a tag is never empty)."""
 
-# A generation's key values, from a row of ``generations`` named ``g`` (or the trigger's NEW / transition table).
-_STATUS = "COALESCE({g}.error_status, CASE WHEN {g}.finish_reason = 'aborted' THEN 499 ELSE 200 END)"
-_FAILED = "CASE WHEN {g}.finish_reason IN ('error', 'aborted') THEN 1 ELSE 0 END"
-_SUMMED = {
-    "requests": "1",
-    "cost_total": "{g}.cost_total",
-    "input_tokens": "{g}.input_tokens",
-    "output_tokens": "{g}.output_tokens",
-    "cache_read_tokens": "{g}.cache_read_tokens",
-    "cache_write_tokens": "{g}.cache_write_tokens",
-    "reasoning_tokens": "{g}.reasoning_tokens",
-}
+# A generation's key values and summed values, from a row of ``generations`` (or of a batch's) named ``g``.
+_STATUS = "COALESCE(g.error_status, CASE WHEN g.finish_reason = 'aborted' THEN 499 ELSE 200 END)"
+_FAILED = "CASE WHEN g.finish_reason IN ('error', 'aborted') THEN 1 ELSE 0 END"
+_SUMMED = {column: "1" if column == "requests" else f"g.{column}" for column in SUM_COLUMNS}
 
 
-def _key_value(column: str, g: str, tag: str) -> str:
+def _key_value(column: str, tag: str) -> str:
     if column == "status":
-        return _STATUS.format(g=g)
+        return _STATUS
     if column == "failed":
-        return _FAILED.format(g=g)
+        return _FAILED
     if column == "tag":
         return tag
-    return f"{g}.{column}"
+    return f"g.{column}"
 
 
 def create_tables(real: str) -> list[str]:
@@ -122,63 +114,52 @@ writer's transaction. Three upserts per row in the trigger cost about half again
 and three grouped upserts per batch (+33 against +21 µs per row written; bench/README.md, "Ledger reports")."""
 
 
-# ----- PostgreSQL: a statement trigger over the batch -----------------------------------------------------------
+# ----- the summing statements -----------------------------------------------------------------------------------
 
 
-def _postgres_add(table: Table) -> str:
-    keys = [_key_value(c, "n", f"COALESCE(t.tag, '{UNTAGGED}')") for c in table.key]
-    sums = [f"SUM({_SUMMED[c].format(g='n')})" for c in SUM_COLUMNS]
-    source = "new_rows n"
-    if table is DAY_TAGS:
-        source += " LEFT JOIN LATERAL jsonb_array_elements_text(n.tags::jsonb) AS t(tag) ON true"
+def _add_rows(table: Table, rows: str, tags: tuple[str, str], where: str = "", *, in_key_order: bool = False) -> str:
+    """``INSERT … SELECT`` adding the generations ``rows`` (a FROM item named ``g``) that ``where`` keeps to
+    ``table``'s sums. ``tags``: the dialect's set-returning function over ``g.tags`` (a JSON array as text) as a FROM
+    item, and its value; an untagged generation has no element, so the outer join keeps it with a null tag, counted
+    under ``UNTAGGED``. ``in_key_order``: upsert the keys sorted (see ``POSTGRES_TRIGGER``)."""
+    keys = [_key_value(c, f"COALESCE({tags[1]}, '{UNTAGGED}')") for c in table.key]
+    sums = [f"SUM({_SUMMED[c]})" for c in SUM_COLUMNS]
+    source = f"{rows} LEFT JOIN {tags[0]} ON true" if table is DAY_TAGS else rows
     positions = ", ".join(str(n) for n in range(1, len(keys) + 1))
-    # Key order: two batches upserting the same keys lock them in the same order, so they never deadlock.
+    order = f" ORDER BY {positions}" if in_key_order else ""
     return (
-        f"{_insert_head(table)}SELECT {', '.join([*keys, *sums])} FROM {source} "
-        f"GROUP BY {positions} ORDER BY {positions} {_upsert_tail(table)}"
+        f"{_insert_head(table)}SELECT {', '.join([*keys, *sums])} FROM {source}{where} GROUP BY {positions}{order} "
+        f"{_upsert_tail(table)}"
     )
 
 
+_SQLITE_TAGS = ("json_each(g.tags) AS t", "t.value")
+_POSTGRES_TAGS = ("LATERAL jsonb_array_elements_text(g.tags::jsonb) AS t(tag)", "t.tag")
+
+SQLITE_FOLD = [
+    *(
+        _add_rows(t, "generations g", _SQLITE_TAGS, f" WHERE g.rowid IN (SELECT generation_rowid FROM {PENDING})")
+        for t in TABLES
+    ),
+    f"DELETE FROM {PENDING}",
+]
+"""The queued rows into the tables: run by every SQLite write, in its transaction, after its inserts."""
+
 POSTGRES_TRIGGER = [
     "CREATE OR REPLACE FUNCTION ledger_report_rollup() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-    + "; ".join(_postgres_add(table) for table in TABLES)
+    + "; ".join(_add_rows(t, "new_rows g", _POSTGRES_TAGS, in_key_order=True) for t in TABLES)
     + "; RETURN NULL; END $$",
     "DROP TRIGGER IF EXISTS ledger_report_rollup ON generations",
     "CREATE TRIGGER ledger_report_rollup AFTER INSERT ON generations REFERENCING NEW TABLE AS new_rows "
     "FOR EACH STATEMENT EXECUTE FUNCTION ledger_report_rollup()",
 ]
+"""One statement trigger per batch: it sums the batch's transition table and upserts the sums in key order, so two
+sidecars' batches upserting the same keys lock them in the same order and never deadlock."""
 
 
 # ----- filling the tables of a version 1 ledger -----------------------------------------------------------------
 
-
-def backfill(json_tags: str, tag: str, where: str = "") -> list[str]:
-    """Add the generations ``where`` selects to the tables. ``json_tags``: the dialect's set-returning function over
-    ``g.tags`` (a JSON array as text) as a FROM item, ``tag`` its value."""
-    statements = []
-    for table in TABLES:
-        keys = [_key_value(c, "g", f"COALESCE({tag}, '{UNTAGGED}')") for c in table.key]
-        sums = [f"SUM({_SUMMED[c].format(g='g')})" for c in SUM_COLUMNS]
-        source = "generations g"
-        if table is DAY_TAGS:  # an untagged generation has no element: the outer join keeps it, with a null tag
-            source += f" LEFT JOIN {json_tags} ON true"
-        positions = ", ".join(str(n) for n in range(1, len(keys) + 1))
-        statements.append(
-            f"{_insert_head(table)}SELECT {', '.join([*keys, *sums])} FROM {source}{where} GROUP BY {positions} "
-            f"{_upsert_tail(table)}"
-        )
-    return statements
-
-
-_SQLITE_TAGS = ("json_each(g.tags) AS t", "t.value")
-SQLITE_FOLD = [
-    *backfill(*_SQLITE_TAGS, f" WHERE g.rowid IN (SELECT generation_rowid FROM {PENDING})"),
-    f"DELETE FROM {PENDING}",
-]
-"""The queued rows into the tables: run by every SQLite write, in its transaction, after its inserts."""
-
-
-SQLITE_BACKFILL_DAY = backfill(*_SQLITE_TAGS, " WHERE g.day = ? AND g.rowid <= ?")
+SQLITE_BACKFILL_DAY = [_add_rows(t, "generations g", _SQLITE_TAGS, " WHERE g.day = ? AND g.rowid <= ?") for t in TABLES]
 """One day of the generations that were there before the trigger (rowid up to the boundary): SQLite fills the tables
 a day per transaction, so the other writers of the file wait for one day's sums at a time, never for all of them."""
-POSTGRES_BACKFILL = backfill("LATERAL jsonb_array_elements_text(g.tags::jsonb) AS t(tag)", "t.tag")
+POSTGRES_BACKFILL = [_add_rows(t, "generations g", _POSTGRES_TAGS) for t in TABLES]
