@@ -1,12 +1,11 @@
 """A fake of OpenAI's WebRTC call setup: ``POST /v1/realtime/calls`` (multipart ``sdp`` + ``session``, as OpenAI's
 server-side call setup takes them) answering an SDP answer with the call's ``Location``, and the call's side-band
 WebSocket ``/v1/realtime?call_id=…``, which replays the recorded GA text turn (as if the user had spoken) and then
-ends, as a call that hangs up does. A real aiohttp server on 127.0.0.1 in a background thread.
+ends, as a call that hangs up does. A real aiohttp server on 127.0.0.1 in a background thread (``BackgroundServer``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.background import BackgroundServer
 from tests.fakerealtime import GA_TEXT_TURN, fixture_lines
 
 ANSWER_SDP = "v=0\r\no=- 4242 2 IN IP4 127.0.0.1\r\ns=fake answer\r\nt=0 0\r\n"
@@ -34,7 +34,7 @@ class SideBand:
     sent: list[str] = field(default_factory=list)
 
 
-class FakeCalls:
+class FakeCalls(BackgroundServer):
     """``with FakeCalls(key) as up: up.url (the base URL with /v1), up.setups, up.side_bands``. A call whose
     ``Authorization`` is not ``Bearer <key>`` gets OpenAI's 401."""
 
@@ -44,40 +44,26 @@ class FakeCalls:
         self.side_bands: list[SideBand] = []
         self.side_band_done = threading.Event()
         self._port = 0
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="FakeCalls", daemon=True)
+        self._runner: web.AppRunner | None = None
+        super().__init__()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._port}/v1"
 
-    def __enter__(self) -> FakeCalls:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("FakeCalls did not start")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
+    async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/realtime/calls", self._call)
         app.router.add_get("/v1/realtime", self._side_band)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self._port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._ready.set()
-        await self._stop.wait()
-        await runner.cleanup()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
 
     async def _call(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {self.key}":

@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.background import BackgroundServer
 from tests.fakeupstream import Received
 
 DROP = object()
@@ -50,7 +51,9 @@ class Script:
         return cls(status=status, steps=[data], headers={"content-type": content_type}, chunked=False)
 
 
-class ScriptedServer:
+class ScriptedServer(BackgroundServer):
+    timeout_s = 5.0
+
     def __init__(self) -> None:
         self.scripts: deque[Script] = deque()
         self.default: Script | None = None
@@ -59,11 +62,10 @@ class ScriptedServer:
         """Client ports, one per accepted connection."""
         self.disconnects = 0
         self._disconnected = threading.Event()
-        self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self.port = 0
+        super().__init__()
 
     @property
     def url(self) -> str:
@@ -76,22 +78,11 @@ class ScriptedServer:
         """True once the server has seen a client go away mid-reply (within ``timeout`` seconds)."""
         return self._disconnected.wait(timeout)
 
-    def __enter__(self) -> ScriptedServer:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
-
-    async def _start(self) -> None:
+    async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
-    async def _stop(self) -> None:
+    async def stop(self) -> None:
         assert self._server is not None
         self._server.close()
         for task in list(self._tasks):

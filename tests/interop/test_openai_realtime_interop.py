@@ -29,7 +29,6 @@ import asyncio
 import datetime
 import json
 import ssl
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.background import BackgroundServer
 from tests.certificates import self_signed_certificate
 from tests.fakerealtime import GA_TEXT_TURN, Connection, FakeRealtime, fixture_lines
 from tests.interop import test_ai_gateway_realtime_interop as gateway_realtime
@@ -85,7 +85,7 @@ def mint_body() -> dict[str, Any]:
 # A TLS front: openai's realtime sockets only speak wss://
 
 
-class TlsFront:
+class TlsFront(BackgroundServer):
     """``with TlsFront(port, cert, key) as front:`` TLS on ``front.port`` (127.0.0.1), each connection piped as plain
     TCP to 127.0.0.1:``port``: what an Ingress terminating TLS in front of the sidecar does."""
 
@@ -94,29 +94,17 @@ class TlsFront:
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(cert_path, key_path)
         self.port = 0
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="TlsFront", daemon=True)
+        self._server: asyncio.Server | None = None
+        super().__init__()
 
-    def __enter__(self) -> TlsFront:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("TlsFront: the listener did not start within 10s")
-        return self
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._pipe, "127.0.0.1", 0, ssl=self.context)
+        self.port = self._server.sockets[0].getsockname()[1]
 
-    def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    async def _main(self) -> None:
-        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        server = await asyncio.start_server(self._pipe, "127.0.0.1", 0, ssl=self.context)
-        async with server:
-            self.port = server.sockets[0].getsockname()[1]
-            self._ready.set()
-            await self._stop.wait()
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
 
     async def _pipe(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:

@@ -1,6 +1,6 @@
-"""A path-prefix reverse proxy for the spend page test, in aiohttp on a thread of its own: what nginx's
-``location /team-a/ { proxy_pass http://sidecar/; }`` does (``strip=True``), or ``proxy_pass http://sidecar;`` in
-front of a sidecar with ``[server] path_prefix = "/team-a"`` (``strip=False``).
+"""A path-prefix reverse proxy for the spend page test, in aiohttp on a thread of its own (``BackgroundServer``):
+what nginx's ``location /team-a/ { proxy_pass http://sidecar/; }`` does (``strip=True``), or
+``proxy_pass http://sidecar;`` in front of a sidecar with ``[server] path_prefix = "/team-a"`` (``strip=False``).
 
 ``/team-a/<rest>`` is forwarded to ``<upstream>/<rest>`` (the prefix stripped, as the trailing ``/`` of nginx's
 ``proxy_pass`` strips it) or to ``<upstream>/team-a/<rest>``; the answer comes back as it is, redirects included (a
@@ -10,14 +10,11 @@ itself, so a request that escapes the prefix fails visibly. Every path it was as
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from types import TracebackType
-
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from tests.background import BackgroundServer
 from tests.interop.harness import free_port
 
 HOP_BY_HOP = frozenset(
@@ -37,7 +34,7 @@ HOP_BY_HOP = frozenset(
 """Headers that describe one connection, not the message: never copied across (aiohttp sets its own)."""
 
 
-class PrefixProxy:
+class PrefixProxy(BackgroundServer):
     """``with PrefixProxy(upstream, "/team-a") as proxy:`` serves on ``proxy.url`` (``http://127.0.0.1:<port>``)
     until the block ends."""
 
@@ -48,27 +45,11 @@ class PrefixProxy:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.seen: list[str] = []
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="prefix-proxy", daemon=True)
         self._runner: web.AppRunner | None = None
         self._client: aiohttp.ClientSession | None = None
+        super().__init__()
 
-    def __enter__(self) -> PrefixProxy:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=10)
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        try:
-            asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(timeout=10)
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
-            self._loop.close()
-
-    async def _start(self) -> None:
+    async def start(self) -> None:
         # No decompression (the body goes on as it came) and no redirects followed (the browser must see them).
         self._client = aiohttp.ClientSession(auto_decompress=False)
         app = web.Application()
@@ -77,7 +58,7 @@ class PrefixProxy:
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
-    async def _stop(self) -> None:
+    async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
         if self._client is not None:
