@@ -1,4 +1,4 @@
-"""Ledger rows for the store tests, and a writer process for the concurrent-writer test.
+"""Ledger rows for the store tests, a writer process for the concurrent-writer test, and ``wait_for``.
 
 ``python -m tests.ledger.records LOCATION WRITER ROWS`` writes ROWS records for identity ``bearer:writer`` in
 batches of 10 through a fresh store on LOCATION (a ``postgresql://`` URL or a SQLite path).
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,14 @@ def record(stamp: str, model: str, cost: float, identity: str = "bearer:a", **fi
         cost_total=cost,
         **fields,
     )
+
+
+async def wait_for(condition: Callable[[], bool], within: float = 10.0) -> None:
+    """Poll ``condition`` on the running loop until it holds; fail the test after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
 
 
 def store_at(location: str) -> LedgerStore:

@@ -21,7 +21,7 @@ from sidecar.ledger.record import GenerationRecord
 from sidecar.ledger.service import Ledger
 from sidecar.ledger.sqlite import SQLiteStore
 from sidecar.ledger.store import LedgerStore, ReportQuery, report_rows, report_sql, summed_table
-from tests.ledger.records import record
+from tests.ledger.records import record, wait_for
 
 MODELS = ("anthropic/claude-sonnet-4-5", "anthropic/claude-haiku-4-5", "openai/gpt-4o", "google/gemini-2.5-flash")
 TAGS = ("ci", "eval", "prod", "nightly")
@@ -289,10 +289,7 @@ async def test_the_ledger_service_fills_in_the_background_and_says_so(
         assert not ledger.store.presummed  # started without waiting for it
         for row in rows[350:]:
             ledger.record(row)  # the hot path goes on meanwhile
-        deadline = asyncio.get_running_loop().time() + 30
-        while not ledger.store.presummed:
-            assert asyncio.get_running_loop().time() < deadline, "the fill did not finish"
-            await asyncio.sleep(0.02)
+        await wait_for(lambda: ledger.store.presummed, within=30)  # the fill
         report = await ledger.report(None, ReportQuery("2026-11-01", "2026-11-03", group_by="workload"))
         assert sum(r["request_count"] for r in report) == len(rows)
         await assert_same_reports(ledger.store)
@@ -314,10 +311,7 @@ async def test_a_stop_during_the_fill_leaves_a_ledger_the_next_start_completes(
     again = Ledger(store_factory())
     await again.start()
     try:
-        deadline = asyncio.get_running_loop().time() + 30
-        while not again.store.presummed:
-            assert asyncio.get_running_loop().time() < deadline, "the fill did not finish"
-            await asyncio.sleep(0.02)
+        await wait_for(lambda: again.store.presummed, within=30)  # the fill
         await assert_same_reports(again.store)
     finally:
         await again.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,14 +14,7 @@ from sidecar.ledger.service import Ledger
 from sidecar.ledger.sqlite import SQLiteStore
 from sidecar.ledger.store import LedgerStore, ReportQuery
 from tests.ledger.conftest import PG_ADMIN_URL
-from tests.ledger.records import record
-
-
-async def _wait_for(condition: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
+from tests.ledger.records import record, wait_for
 
 
 async def test_unwritten_rows_are_visible_to_lookups_budgets_and_reports(
@@ -66,7 +58,7 @@ async def test_a_full_batch_is_written_without_waiting_for_the_interval(
         rows = [record("2026-11-07T09:00", "openai/gpt-4o", 0.125) for _ in range(5)]
         for row in rows:
             ledger.record(row)
-        await _wait_for(lambda: ledger.written == 5)
+        await wait_for(lambda: ledger.written == 5)
         assert await ledger.store.get("bearer:a", rows[-1].id) == rows[-1]
     finally:
         await ledger.stop()
@@ -78,7 +70,7 @@ async def test_the_interval_writes_a_partial_batch(store_factory: Callable[[], L
     try:
         row = record("2026-11-07T09:00", "openai/gpt-4o", 0.125)
         ledger.record(row)
-        await _wait_for(lambda: ledger.written == 1, within=2.0)
+        await wait_for(lambda: ledger.written == 1, within=2.0)
     finally:
         await ledger.stop()
 
@@ -111,11 +103,11 @@ async def test_rows_wait_out_a_database_outage(pg_url: str) -> None:
         rows = [record("2026-11-08T10:00", "openai/gpt-4o", 0.5) for _ in range(3)]
         for row in rows:
             ledger.record(row)
-        await _wait_for(lambda: ledger.last_error is not None)
+        await wait_for(lambda: ledger.last_error is not None)
         assert ledger.pending == 3
         assert await ledger.get("bearer:a", rows[0].id) == rows[0]
         await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        await _wait_for(lambda: ledger.pending == 0)
+        await wait_for(lambda: ledger.pending == 0)
         assert ledger.last_error is None
         assert await ledger.store.spent("bearer:a", "2026-11-08") == pytest.approx(1.5)
     finally:
